@@ -1,0 +1,40 @@
+"""vidtoon: turn videos into cartoons with a CartoonGAN generator.
+
+The public API is small and stable:
+
+- :func:`load_generator` returns a ready ``torch.nn.Module`` (NCHW float32 RGB in [-1, 1], any size).
+- :func:`convert` converts one video file, exactly as ``vidtoon convert`` does.
+
+Heavy imports (torch, av) happen lazily so that ``vidtoon --version`` stays instant.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_generator", "convert", "VidtoonError"]
+
+from vidtoon.errors import VidtoonError
+
+
+def load_generator(model: str = "default", device: str = "cpu") -> Any:
+    """Load a generator in eval mode.
+
+    ``model`` is a shipped model name (see ``vidtoon info``) or a path to a checkpoint written by
+    ``vidtoon export-model`` or by the trainer. The module takes NCHW float32 RGB in [-1, 1] of any
+    height and width and returns the same.
+    """
+    from vidtoon.models import load_generator as _load
+
+    return _load(model, device)
+
+
+def convert(input: str, output: str | None = None, **options: Any) -> Any:
+    """Convert one video file to a cartoon video; options are those of ``vidtoon convert``.
+
+    Returns a :class:`vidtoon.pipeline.ConvertResult` with frame count, time and output path.
+    """
+    from vidtoon.pipeline import convert as _convert
+
+    return _convert(input, output, **options)
