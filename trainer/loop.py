@@ -1,0 +1,216 @@
+"""The CartoonGAN training loop: initialization phase, then adversarial phase with edge promotion.
+
+One process on a CPU or GPU, or several under ``torchrun`` (DistributedDataParallel; rank 0 writes).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
+from trainer.edges import edge_promote, surface_target
+from trainer.features import content_network
+from trainer.losses import content_loss, d_loss, gan_loss
+from trainer.options import TrainOptions
+from trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
+from trainer.state import EMA, load_training_checkpoint, new_run_dir, restore_rng, rng_state, save_checkpoint
+from vidtoon.errors import VidtoonError
+from vidtoon.networks import PatchDiscriminator, build_generator
+
+
+@dataclass
+class Data:
+    """Everything sampled from during training."""
+
+    photos: PairSampler       # views: photo, surface target
+    cartoons: PairSampler     # views: cartoon, edge-promoted cartoon
+    sample_inputs: np.ndarray
+    report: dict[str, LoadReport]
+
+
+def _device(opts: TrainOptions) -> torch.device:
+    if opts.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise VidtoonError(f"--device {opts.device}: no CUDA GPU is available")
+    return torch.device(opts.device)
+
+
+def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[str], None]) -> Data:
+    """Load both folders, cache edge-promoted cartoons and surface targets, and build the samplers."""
+    photo_files = list_images(opts.photos, holdout=opts.holdout)
+    cartoon_files = list_images(opts.cartoons, kinds=opts.cartoon_kinds, holdout=opts.holdout)
+    reports = {"photos": LoadReport(), "cartoons": LoadReport()}
+    photos = load_folder(photo_files, opts.crop, reports["photos"])
+    cartoons = load_folder(cartoon_files, opts.crop, reports["cartoons"])
+    for name, rep in reports.items():
+        if rep.unreadable:
+            log(f"{name}: skipped {rep.unreadable} unreadable image(s)")
+        if rep.upscaled:
+            log(f"{name}: upscaled {rep.upscaled} image(s) smaller than the {opts.crop}px crop")
+    for name, imgs in (("photos", photos), ("cartoons", cartoons)):
+        if len(imgs) < opts.batch:
+            raise VidtoonError(f"too few {name}: {len(imgs)} readable image(s) for a batch of {opts.batch}")
+    cache = Path(opts.out) / ".cache"
+    log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
+    smoothed = cached(cartoons, [], edge_promote, "edge-promote-v1", cache / "edges")
+    if opts.surface_weight > 0 or opts.init_surface_weight > 0:
+        log(f"surface targets for {len(photos)} photos (cached)")
+        targets = cached(photos, [], surface_target, "surface-v2", cache / "surface")
+    else:
+        targets = photos
+    return Data(PairSampler([photos, targets], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
+                sample_photos(photos), reports)
+
+
+def _lr(opts: TrainOptions, step: int) -> float:
+    """Step decay over the adversarial phase (the init phase runs at the base rate)."""
+    adv = max(0, step - opts.init_steps)
+    return opts.lr * opts.lr_decay_gamma ** (adv // opts.lr_decay_every)
+
+
+def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | None = None,
+          progress: Callable[[int, int, dict], None] | None = None,
+          log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) training; returns the run folder. ``stop_at`` ends early at that step (tests)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = dist.get_rank()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    ckpt = None
+    if resume is not None:
+        run = Path(resume)
+        ckpt = load_training_checkpoint(run)
+        saved = TrainOptions.from_json_file(run / "options.json")
+        # a resume keeps the recipe; only the length of the run may be extended
+        opts = replace(saved, steps=max(saved.steps, opts.steps) if opts.steps != TrainOptions.steps else saved.steps)
+    opts.validate()
+    device = _device(opts)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    rng = np.random.default_rng(opts.seed + rank)
+    torch.manual_seed(opts.seed + rank)
+    data = prepare_data(opts, rng, log if rank == 0 else (lambda _m: None))
+
+    if ckpt is None and rank == 0:
+        run = new_run_dir(opts.out, opts.arch)
+    elif ckpt is None:
+        run = Path(opts.out)  # other ranks never write
+    (run / "options.json").write_text(opts.to_json()) if rank == 0 else None
+
+    G = build_generator(opts.arch, **opts.g_config).to(device)
+    D = PatchDiscriminator(opts.d_width, opts.d_spectral).to(device)
+    ema = EMA(G, opts.ema_decay)
+    feats = content_network(opts.content_net, opts.content_weights).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=opts.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr, betas=opts.betas)
+    step = 0
+    if ckpt is not None:
+        G.load_state_dict(ckpt["params"]); D.load_state_dict(ckpt["params_d"])
+        ema.module.load_state_dict(ckpt["params_ema"])
+        opt_g.load_state_dict(ckpt["optimizer_g"]); opt_d.load_state_dict(ckpt["optimizer_d"])
+        step = ckpt["step"]
+        restore_rng(ckpt["rng"], rng)
+        log(f"resumed {run} at step {step}")
+    ema.module.to(device)
+    g_train, d_train = G, D
+    if distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        g_train = nn.parallel.DistributedDataParallel(G, device_ids=ids)
+        d_train = nn.parallel.DistributedDataParallel(D, device_ids=ids)
+    use_amp = opts.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    losslog = LossLog(run / "losses.csv", resume_step=step) if rank == 0 else None
+    total = opts.init_steps + opts.steps
+    end = total if stop_at is None else min(total, stop_at)
+
+    def checkpoint() -> None:
+        if rank != 0:
+            return
+        save_checkpoint(run / "checkpoints" / "latest.pt", arch=opts.arch, config=dict(G.config),
+                        params=G.state_dict(), params_ema=ema.module.state_dict(), params_d=D.state_dict(),
+                        config_d=dict(D.config), optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(),
+                        step=step, rng=rng_state(rng), options=opts.to_json())
+        plot_losses(run / "losses.csv", run / "losses.png")
+
+    t0, last_t, last_step = time.time(), time.time(), step
+    row: dict = {}
+    try:
+        while step < end:
+            init = step < opts.init_steps
+            lr = _lr(opts, step)
+            for o in (opt_g, opt_d):
+                for group in o.param_groups:
+                    group["lr"] = lr
+            photo_np, target_np = data.photos.sample(opts.batch)
+            photo, target = to_tensor(photo_np, device), to_tensor(target_np, device)
+            # --- G step, D frozen ---
+            D.requires_grad_(False)
+            with autocast():
+                fake = g_train(photo)
+                l_con = content_loss(feats, fake, photo)
+                w_surf = opts.init_surface_weight if init else opts.surface_weight
+                l_surf = (fake - target).abs().mean() if w_surf > 0 else torch.zeros((), device=device)
+                l_adv = torch.zeros((), device=device) if init else gan_loss(d_train(fake), True, opts.gan_loss)
+                loss_g = l_adv + opts.content_weight * l_con + w_surf * l_surf
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            ema.update(G)
+            # --- D step: cartoons real; edge-smoothed cartoons and G(p) fake ---
+            loss_d = torch.zeros(())
+            d_means = (float("nan"),) * 3
+            if not init:
+                D.requires_grad_(True)
+                cartoon_np, smooth_np = data.cartoons.sample(opts.batch)
+                with autocast():
+                    d_real = d_train(to_tensor(cartoon_np, device))
+                    d_edge = d_train(to_tensor(smooth_np, device))
+                    d_fake = d_train(fake.detach())
+                    loss_d = d_loss(d_real, d_edge, d_fake, opts.gan_loss)
+                opt_d.zero_grad(set_to_none=True)
+                scaler.scale(loss_d).backward()
+                scaler.step(opt_d)
+                d_means = (d_real.mean().item(), d_edge.mean().item(), d_fake.mean().item())
+            scaler.update()
+            step += 1
+            losses = [loss_g.item(), l_adv.item(), l_con.item(), l_surf.item(), loss_d.item()]
+            if not all(np.isfinite(losses)):
+                raise VidtoonError(f"training diverged at step {step} (a loss is not finite: {losses})")
+            row = {"step": step, "phase": "init" if init else "adv", "lr": lr, "loss_g": losses[0],
+                   "loss_adv": losses[1], "loss_con": losses[2], "loss_surf": losses[3], "loss_d": losses[4],
+                   "d_real": d_means[0], "d_edge": d_means[1], "d_fake": d_means[2]}
+            if step % opts.log_every == 0 or step == end:
+                now = time.time()
+                row.update(it_per_s=(step - last_step) / max(now - last_t, 1e-9), elapsed_s=now - t0)
+                last_t, last_step = now, step
+                if losslog:
+                    losslog.append(row)
+            if progress and rank == 0:
+                progress(step, total, row)
+            if rank == 0 and (step % opts.sample_every == 0 or step == end):
+                write_grid(run / "results" / f"step_{step:06d}.png", ema.module, data.sample_inputs, device)
+            if step % opts.checkpoint_every == 0 or step == end:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()  # Ctrl-C saves first, so --resume continues from here
+        log(f"interrupted: saved step {step} in {run} (resume with --resume {run})")
+        raise
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    return run
