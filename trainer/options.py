@@ -24,16 +24,18 @@ class TrainOptions:
     gan_loss: str = "lsgan"               # "bce" (paper) or "lsgan"
     content_net: str = "efficientnet-lite0"  # feature network of the content loss
     content_weights: str | None = None    # local weights file (needed for vgg19)
-    content_weight: float = 10.0          # w in L = L_adv + w * L_con (paper: 10)
-    surface_weight: float = 2.0           # pixel L1 to the superpixel surface target (0 = off, pure CartoonGAN)
-    init_surface_weight: float = 2.0      # same term during the initialization phase
+    content_weight: float = 0.05          # w in L = L_adv + w * L_con (paper: 10 on VGG19; see README/MODEL_CARD)
+    surface_weight: float = 50.0          # squared error to the flattened surface target (0 = off)
+    flat_weight: float = 5.0              # edge-aware flatness prior on G(p) (0 = off)
+    line_boost: float = 4.0               # extra weight of outline pixels in the surface term
     crop: int = 128                       # training crop size in pixels
     batch: int = 8                        # images per step (paper: 8)
-    init_steps: int = 500                 # initialization phase (content loss only), in steps
-    steps: int = 4000                     # adversarial phase steps
-    lr: float = 2e-4                      # Adam learning rate (G and D)
+    init_steps: int = 1000                # initialization phase (content loss only), in steps
+    steps: int = 6000                     # adversarial phase steps
+    lr: float = 2e-4                      # Adam learning rate (G and D), adversarial phase
+    init_lr: float = 1e-3                 # G's learning rate in the initialization phase
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
-    lr_decay_every: int = 1500            # step decay: multiply lr by lr_decay_gamma every N adversarial steps
+    lr_decay_every: int = 2500            # step decay: multiply lr by lr_decay_gamma every N adversarial steps
     lr_decay_gamma: float = 0.5
     ema_decay: float = 0.999              # EMA of G's weights (params_ema)
     cartoon_kinds: tuple[str, ...] = ()   # keep only these `kind`s of the cartoons' MANIFEST.tsv (empty: all)
@@ -58,7 +60,8 @@ class TrainOptions:
             (self.crop >= 32 and self.crop % 8 == 0, "--crop must be a multiple of 8, at least 32"),
             (self.batch >= 1, "--batch must be at least 1"),
             (self.init_steps >= 0 and self.steps >= 0, "step counts must be >= 0"),
-            (self.lr > 0, "--lr must be positive"),
+            (self.lr > 0 and self.init_lr > 0, "--lr must be positive"),
+            (min(self.content_weight, self.surface_weight, self.flat_weight) >= 0, "loss weights must be >= 0"),
             (0 <= self.holdout < 1, "--holdout must be in [0, 1)"),
             (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
             (min(self.sample_every, self.checkpoint_every, self.log_every) >= 1, "intervals must be >= 1"),

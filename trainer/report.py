@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-LOG_FIELDS = ["step", "phase", "lr", "loss_g", "loss_adv", "loss_con", "loss_surf", "loss_d",
+LOG_FIELDS = ["step", "phase", "lr", "loss_g", "loss_adv", "loss_con", "loss_surf", "loss_flat", "loss_d",
               "d_real", "d_edge", "d_fake", "it_per_s", "elapsed_s"]
 
 
@@ -87,7 +87,7 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
         return
     steps = [int(r["step"]) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss_con", "loss_surf", "loss_adv", "loss_d"):
+    for key in ("loss_con", "loss_surf", "loss_flat", "loss_adv", "loss_d"):
         vals = [float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]
         axes[0].plot(steps, vals, label=key, linewidth=0.8)
     axes[0].set_xlabel("step"); axes[0].set_yscale("log"); axes[0].legend(); axes[0].set_title("losses")

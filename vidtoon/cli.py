@@ -16,14 +16,28 @@ from vidtoon.errors import VidtoonError
 
 #: subcommand name -> "module:attribute" of its click command (add a line here for a new command)
 COMMANDS: dict[str, str] = {
+    "image": "vidtoon.commands.image:image_cmd",
+    "live": "vidtoon.commands.live:live_cmd",
+    "batch": "vidtoon.commands.batch:batch_cmd",
     "convert": "vidtoon.commands.convert:convert_cmd",
+    "flicker": "vidtoon.commands.flicker:flicker_cmd",
     "info": "vidtoon.commands.info:info_cmd",
+    "export": "vidtoon.commands.export:export_cmd",
+    "train": "vidtoon.commands.train:train_cmd",
+    "export-model": "vidtoon.commands.export_model:export_model_cmd",
 }
 
 # one-line help shown by `vidtoon --help` without importing the command modules
 SHORT_HELP: dict[str, str] = {
+    "image": "Stylize still images (JPEG, PNG, WebP) or folders of them.",
+    "live": "Live cartoon preview of the webcam (or any video source), with recording.",
+    "batch": "Convert every video in a folder (resumable, one bad file never stops the rest).",
     "convert": "Turn a video into a cartoon video (audio, timing and metadata kept).",
+    "flicker": "Measure how much a converted video flickers (warping error), next to its input.",
     "info": "Show versions, available engines and devices, shipped models.",
+    "export": "Export a generator to ONNX or a TensorRT engine.",
+    "train": "Train a CartoonGAN style on photos and cartoon images.",
+    "export-model": "Export a training run as a small model file for --model.",
 }
 
 

@@ -1,0 +1,144 @@
+"""Trainer smoke tests: tiny networks, 32 px crops and a handful of generated images, a few steps each."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from trainer.edges import edge_promote, surface_target
+from trainer.loop import train
+from trainer.options import TrainOptions
+from vidtoon.cli import cli
+from vidtoon.errors import VidtoonError
+
+TINY_G = {"width": 8, "width_low": 8, "n_res": 1}
+
+
+def _write_images(folder: Path, n: int, seed: int, cartoon: bool) -> Path:
+    """Photos: noisy gradients with shapes; cartoons: flat colours with black outlines."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = 48 + 8 * (i % 3), 64
+        img = np.zeros((h, w, 3), np.uint8)
+        img[:] = rng.integers(40, 200, 3)
+        c = (int(rng.integers(8, 56)), int(rng.integers(8, 40)))
+        color = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(img, c, 10, color, -1)
+        if cartoon:
+            cv2.circle(img, c, 10, (0, 0, 0), 2)
+        else:
+            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"img{i:02d}.png"), img)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    return _write_images(root / "photos", 5, 0, False), _write_images(root / "cartoons", 5, 1, True)
+
+
+def _opts(data, out: Path, **kw) -> TrainOptions:
+    photos, cartoons = data
+    base = dict(photos=str(photos), cartoons=str(cartoons), out=str(out), g_config=TINY_G, d_width=4, crop=32,
+                batch=2, init_steps=2, steps=2, sample_every=2, checkpoint_every=2, log_every=1, threads=1)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_edge_promotion_changes_only_pixels_near_edges() -> None:
+    img = np.full((64, 64, 3), 200, np.uint8)
+    cv2.rectangle(img, (20, 20), (44, 44), (10, 10, 10), -1)
+    out = edge_promote(img, dilate=5)
+    changed = np.any(out != img, axis=2)
+    assert changed.any()
+    # every changed pixel is within a few pixels of the square's border
+    ys, xs = np.nonzero(changed)
+    dist = np.minimum.reduce([np.abs(ys - 20), np.abs(ys - 44), np.abs(xs - 20), np.abs(xs - 44)])
+    assert dist.max() <= 4
+    assert (out[:10, :10] == img[:10, :10]).all() and (out[28:36, 28:36] == img[28:36, 28:36]).all()
+
+
+def test_surface_target_flattens_texture() -> None:
+    rng = np.random.default_rng(0)
+    img = np.clip(np.full((64, 64, 3), 120.0) + rng.normal(0, 10, (64, 64, 3)), 0, 255).astype(np.uint8)
+    assert surface_target(img).std() < img.std() / 2
+
+
+def test_train_both_phases_writes_run_and_exports(data, tmp_path: Path) -> None:
+    run = train(_opts(data, tmp_path), log=lambda m: None)
+    assert json.loads((run / "options.json").read_text())["crop"] == 32
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert ckpt["step"] == 4 and {"params", "params_ema", "params_d", "optimizer_g", "optimizer_d"} <= ckpt.keys()
+    assert sorted(p.name for p in (run / "results").iterdir()) == ["step_000002.png", "step_000004.png"]
+    assert (run / "losses.png").stat().st_size > 0
+    rows = list(csv.DictReader((run / "losses.csv").open()))
+    assert [r["phase"] for r in rows] == ["init", "init", "adv", "adv"]
+    for r in rows:
+        for key in ("loss_g", "loss_con", "loss_surf", "loss_flat"):
+            assert np.isfinite(float(r[key]))
+    assert np.isfinite(float(rows[-1]["loss_d"])) and float(rows[-1]["loss_d"]) > 0
+
+    out = tmp_path / "style.pt"
+    result = CliRunner().invoke(cli, ["export-model", str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    import vidtoon
+
+    g = vidtoon.load_generator(str(out))
+    assert not g.training
+    y = g(torch.rand(1, 3, 37, 53) * 2 - 1)
+    assert y.shape == (1, 3, 37, 53) and y.min() >= -1 and y.max() <= 1
+    # the export holds the EMA weights of the run
+    ema = ckpt["params_ema"]
+    assert all(torch.equal(v, ema[k]) for k, v in g.state_dict().items())
+
+
+def test_resume_continues_exactly(data, tmp_path: Path) -> None:
+    straight = train(_opts(data, tmp_path / "a"), log=lambda m: None)
+    first = train(_opts(data, tmp_path / "b"), stop_at=3, log=lambda m: None)
+    assert torch.load(first / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
+    resumed = train(_opts(data, tmp_path / "unused"), resume=first, log=lambda m: None)
+    assert resumed == first
+    a = torch.load(straight / "checkpoints" / "latest.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "latest.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key in ("params", "params_ema", "params_d"):
+        for name, value in a[key].items():
+            assert torch.allclose(value, b[key][name], atol=1e-6), (key, name)
+    assert len(list(csv.DictReader((resumed / "losses.csv").open()))) == 4
+
+
+def test_bad_data_errors(data, tmp_path: Path) -> None:
+    photos, cartoons = data
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VidtoonError, match="no images"):
+        train(_opts(data, tmp_path, photos=str(empty)), log=lambda m: None)
+    with pytest.raises(VidtoonError, match="does not exist"):
+        train(_opts(data, tmp_path, cartoons=str(tmp_path / "missing")), log=lambda m: None)
+    with pytest.raises(VidtoonError, match="too few photos"):
+        train(_opts(data, tmp_path, batch=8), log=lambda m: None)
+    # an unreadable image is skipped and counted; a small one is upscaled, and both are said
+    mixed = tmp_path / "mixed"
+    _write_images(mixed, 3, 2, False)
+    (mixed / "broken.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(mixed / "tiny.png"), np.zeros((10, 12, 3), np.uint8))
+    said: list[str] = []
+    train(_opts(data, tmp_path / "m", photos=str(mixed), init_steps=1, steps=0), log=said.append)
+    assert any("skipped 1 unreadable" in m for m in said)
+    assert any("upscaled 1" in m for m in said)
+
+
+def test_cli_dry_run_and_missing_folders(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--photos", "p", "--cartoons", "c", "--steps", "7", "--dry-run"])
+    assert result.exit_code == 0 and json.loads(result.output)["steps"] == 7
+    result = runner.invoke(cli, ["train", "--photos", "p"])
+    assert result.exit_code != 0 and "--cartoons are required" in str(result.exception)
