@@ -36,7 +36,7 @@ def line_map(rgb: np.ndarray, edge_low: int = 80, edge_high: int = 160) -> np.nd
     return cv2.GaussianBlur(edges.astype(np.float32) / 255.0, (3, 3), 0.6).clip(0, 1)
 
 
-def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, line_strength: float = 0.5) -> np.ndarray:
+def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, line_strength: float = 0.7) -> np.ndarray:
     """Flatten a photo into flat colour regions with thin dark outlines (HxWx3 uint8 in and out).
 
     Edge-preserving smoothing (bilateral), then mean-shift filtering (``spatial``/``color`` radii) merges

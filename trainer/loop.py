@@ -64,7 +64,7 @@ def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[st
     log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
     smoothed = cached(cartoons, [], edge_promote, "edge-promote-v1", cache / "edges")
     log(f"surface targets and outlines for {len(photos)} photos (cached)")
-    targets = cached(photos, [], surface_target, "surface-v4", cache / "surface")
+    targets = cached(photos, [], surface_target, "surface-v5", cache / "surface")
     lines = cached(photos, [], line_image, "lines-v1", cache / "lines")
     return Data(PairSampler([photos, targets, lines], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
                 sample_photos(photos), reports)

@@ -24,20 +24,20 @@ class TrainOptions:
     gan_loss: str = "lsgan"               # "bce" (paper) or "lsgan"
     content_net: str = "efficientnet-lite0"  # feature network of the content loss
     content_weights: str | None = None    # local weights file (needed for vgg19)
-    content_weight: float = 0.05          # w in L = L_adv + w * L_con (paper: 10 on VGG19; see README/MODEL_CARD)
+    content_weight: float = 0.02          # w in L = L_adv + w * L_con (paper: 10 on VGG19; see README/MODEL_CARD)
     surface_weight: float = 50.0          # squared error to the flattened surface target (0 = off)
     flat_weight: float = 5.0              # edge-aware flatness prior on G(p) (0 = off)
-    line_boost: float = 4.0               # extra weight of outline pixels in the surface term
+    line_boost: float = 10.0              # extra weight of outline pixels in the surface term
     crop: int = 128                       # training crop size in pixels
     batch: int = 8                        # images per step (paper: 8)
-    init_steps: int = 1000                # initialization phase (content loss only), in steps
-    steps: int = 6000                     # adversarial phase steps
+    init_steps: int = 1500                # initialization phase (no adversarial loss), in steps
+    steps: int = 5000                     # adversarial phase steps
     lr: float = 2e-4                      # Adam learning rate (G and D), adversarial phase
     init_lr: float = 1e-3                 # G's learning rate in the initialization phase
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
     lr_decay_every: int = 2500            # step decay: multiply lr by lr_decay_gamma every N adversarial steps
     lr_decay_gamma: float = 0.5
-    ema_decay: float = 0.999              # EMA of G's weights (params_ema)
+    ema_decay: float = 0.998              # EMA of G's weights (params_ema)
     cartoon_kinds: tuple[str, ...] = ()   # keep only these `kind`s of the cartoons' MANIFEST.tsv (empty: all)
     holdout: float = 0.0                  # fraction of images kept out of training (by file-name hash), for evaluation
     sample_every: int = 250               # sample grid every N steps

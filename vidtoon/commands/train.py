@@ -24,8 +24,8 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--g-config", multiple=True, metavar="KEY=INT", help="Generator size, e.g. width=32 (repeatable).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of numbered run folders.")
 @click.option("--resume", "resume", type=click.Path(exists=True, file_okay=False), help="Continue this run folder.")
-@click.option("--init-steps", type=int, default=1000, show_default=True, help="Initialization phase steps.")
-@click.option("--steps", type=int, default=6000, show_default=True, help="Adversarial phase steps.")
+@click.option("--init-steps", type=int, default=1500, show_default=True, help="Initialization phase steps.")
+@click.option("--steps", type=int, default=5000, show_default=True, help="Adversarial phase steps.")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=128, show_default=True, help="Training crop size (px).")
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam lr, adversarial phase (G and D).")
@@ -35,7 +35,7 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--content-net", type=click.Choice(["efficientnet-lite0", "hed-vgg16", "vgg19"]),
               default="efficientnet-lite0", show_default=True)
 @click.option("--content-weights", type=click.Path(dir_okay=False), help="Local VGG19 weights (for vgg19).")
-@click.option("--content-weight", type=float, default=0.05, show_default=True,
+@click.option("--content-weight", type=float, default=0.02, show_default=True,
               help="w in L_adv + w L_con (the paper's 10 is for VGG19 features; see README).")
 @click.option("--surface-weight", type=float, default=50.0, show_default=True,
               help="Weight of the flattened-surface target (0: off).")
