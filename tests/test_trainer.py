@@ -142,3 +142,18 @@ def test_cli_dry_run_and_missing_folders(tmp_path: Path) -> None:
     assert result.exit_code == 0 and json.loads(result.output)["steps"] == 7
     result = runner.invoke(cli, ["train", "--photos", "p"])
     assert result.exit_code != 0 and "--cartoons are required" in str(result.exception)
+
+
+def test_init_from_starts_from_another_run(data, tmp_path: Path) -> None:
+    base = train(_opts(data, tmp_path / "base"), log=lambda m: None)
+    said: list[str] = []
+    # one step at a negligible learning rate: the weights stay those of the source run
+    opts = _opts(data, tmp_path / "tuned", init_from=str(base), init_steps=0, steps=1, lr=1e-12, init_lr=1e-12)
+    tuned = train(opts, log=said.append)
+    assert any("initialised from" in m for m in said)
+    src = torch.load(base / "checkpoints" / "latest.pt", weights_only=False)["params_ema"]
+    g = torch.load(tuned / "checkpoints" / "latest.pt", weights_only=False)["params"]
+    assert all(torch.allclose(src[k], g[k], atol=1e-6) for k in src)
+    fresh = train(_opts(data, tmp_path / "fresh", init_steps=0, steps=1, lr=1e-12, init_lr=1e-12), log=lambda m: None)
+    f = torch.load(fresh / "checkpoints" / "latest.pt", weights_only=False)["params"]
+    assert not all(torch.allclose(src[k], f[k], atol=1e-6) for k in src)

@@ -78,6 +78,22 @@ def _lr(opts: TrainOptions, step: int) -> float:
     return opts.lr * opts.lr_decay_gamma ** (adv // opts.lr_decay_every)
 
 
+def _init_from(source: str, G: nn.Module, D: nn.Module, ema: EMA, log: Callable[[str], None]) -> None:
+    """Fine-tuning: initialise G (its EMA weights when present), its EMA, and D from another run."""
+    path = Path(source)
+    ckpt = load_training_checkpoint(path) if path.is_dir() else torch.load(str(path), map_location="cpu",
+                                                                              weights_only=False)
+    weights = ckpt.get("params_ema") or ckpt["params"]
+    try:
+        G.load_state_dict(weights)
+        ema.module.load_state_dict(weights)
+        if "params_d" in ckpt:
+            D.load_state_dict(ckpt["params_d"])
+    except RuntimeError as exc:
+        raise VidtoonError(f"--init-from {source}: weights do not fit this architecture ({exc})") from exc
+    log(f"initialised from {source} (step {ckpt.get('step', '?')})")
+
+
 def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | None = None,
           progress: Callable[[int, int, dict], None] | None = None,
           log: Callable[[str], None] = print) -> Path:
@@ -118,6 +134,8 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
     opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=opts.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr, betas=opts.betas)
     step = 0
+    if ckpt is None and opts.init_from:
+        _init_from(opts.init_from, G, D, ema, log)
     if ckpt is not None:
         G.load_state_dict(ckpt["params"]); D.load_state_dict(ckpt["params_d"])
         ema.module.load_state_dict(ckpt["params_ema"])

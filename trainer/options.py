@@ -47,6 +47,7 @@ class TrainOptions:
     threads: int = 0                      # torch CPU threads (0: all cores)
     amp: bool = True                      # mixed precision on CUDA (ignored on CPU)
     device: str = "auto"                  # "auto", "cpu", "cuda", "cuda:N"
+    init_from: str | None = None          # start G (and D) from this run folder or checkpoint (fine-tuning)
 
     def validate(self) -> "TrainOptions":
         """Raise VidtoonError for an option that cannot work; return self."""

@@ -23,6 +23,7 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
               help="Generator: the fast one (CPU/real time) or the paper's.")
 @click.option("--g-config", multiple=True, metavar="KEY=INT", help="Generator size, e.g. width=32 (repeatable).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of numbered run folders.")
+@click.option("--init-from", type=click.Path(exists=True), help="Start from this run/checkpoint (fine-tune).")
 @click.option("--resume", "resume", type=click.Path(exists=True, file_okay=False), help="Continue this run folder.")
 @click.option("--init-steps", type=int, default=1500, show_default=True, help="Initialization phase steps.")
 @click.option("--steps", type=int, default=5000, show_default=True, help="Adversarial phase steps.")
@@ -52,7 +53,7 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def train_cmd(photos, cartoons, arch, g_config, out, resume, init_steps, steps, batch, crop, lr, init_lr,
+def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_steps, steps, batch, crop, lr, init_lr,
               lr_decay_every, gan_loss, content_net, content_weights, content_weight, surface_weight, flat_weight, d_width, spectral,
               cartoon_kinds, holdout, sample_every, checkpoint_every, device, threads, seed, dry_run, debug):
     """Train a CartoonGAN generator (initialization phase, then edge-promoting adversarial phase).
@@ -71,7 +72,7 @@ def train_cmd(photos, cartoons, arch, g_config, out, resume, init_steps, steps, 
         flat_weight=flat_weight, crop=crop, batch=batch, init_steps=init_steps, steps=steps, lr=lr, init_lr=init_lr,
         lr_decay_every=lr_decay_every, cartoon_kinds=tuple(k for k in cartoon_kinds.split(",") if k),
         holdout=holdout, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
-        threads=threads, device=device,
+        threads=threads, device=device, init_from=init_from,
     )
     if dry_run:
         click.echo(opts.validate().to_json())
