@@ -57,7 +57,10 @@ def generator_from_checkpoint(ckpt: dict[str, Any], ema: bool = True) -> nn.Modu
     try:
         net.load_state_dict(ckpt[key])
     except RuntimeError as exc:
-        raise VidtoonError(f"checkpoint weights do not match architecture {ckpt['arch']!r}: {exc}") from exc
+        # torch lists every mismatched tensor over many lines; the user needs the gist on one
+        detail = str(exc).strip().splitlines()[0].rstrip(":. ")
+        raise VidtoonError(f"checkpoint weights do not match architecture {ckpt['arch']!r} ({detail}; "
+                           "was it made by another vidtoon version?)") from exc
     return net
 
 

@@ -1,0 +1,149 @@
+"""``vidtoon convert`` and ``vidtoon info`` as a user runs them."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+from conftest import SHARED_MEDIA, leftovers, video_pts
+from mediagen import make_video
+from rich.console import Console
+
+from vidtoon import __version__
+from vidtoon.cli import main
+from vidtoon.progress import format_size, progress_bar
+
+SUMMARY = re.compile(r"^Wrote (.+): (\d+) frames in [\d.]+ s \([\d.]+ fps\), [\d.]+ (B|KiB|MiB|GiB)$")
+
+
+def run(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the real CLI in-process; conversions on the PyTorch engine unless ``--engine`` is given
+    (``auto`` may pick ONNX Runtime, whose first use exports the model: see test_python_m_vidtoon_end_to_end)."""
+    args = list(args)
+    if args and args[0] == "convert" and "--engine" not in args:
+        args += ["--engine", "torch"]
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_convert_default_output_and_summary(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    src = make_video(tmp_path / "holiday.mp4", frames=24)
+    code, out, err = run(["convert", src, "--model", tiny_model], capsys)
+    assert code == 0, err
+    dst = tmp_path / "holiday_toon.mp4"
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    m = SUMMARY.match(lines[0])
+    assert m and m.group(1) == str(dst) and m.group(2) == "24"
+    assert video_pts(dst) == video_pts(src)
+    assert leftovers(tmp_path) == []
+
+
+def test_convert_options_reach_the_pipeline(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=50, size=(128, 72))
+    dst = tmp_path / "part.mkv"
+    code, out, err = run(["convert", src, "-o", dst, "--model", tiny_model, "--start", "0:00.4", "--end", "1.2",
+                          "--max-side", "64", "--no-audio", "--crf", "30", "--preset", "ultrafast",
+                          "--batch-size", "3", "--engine", "torch", "--device", "cpu", "--quiet"], capsys)
+    assert code == 0, err
+    assert out == ""  # --quiet: no summary
+    with av.open(str(dst)) as c:
+        assert [s.type for s in c.streams] == ["video"]
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (64, 36)
+        times = [f.pts * f.time_base for f in c.decode(v)]
+    assert times == [Fraction(i, 25) for i in range(20)]
+
+
+def test_convert_stabilize_flag(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    pytest.importorskip("vidtoon.stabilize")
+    src = make_video(tmp_path / "in.mp4", frames=10, audio=None)
+    code, out, err = run(["convert", src, "-o", tmp_path / "s.mp4", "--model", tiny_model, "--stabilize",
+                          "--stabilize-strength", "0.5"], capsys)
+    assert code == 0, err
+    assert SUMMARY.match(out.strip())
+
+
+@pytest.mark.slow
+def test_python_m_vidtoon_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
+    # the whole user path: a new process, console entry, --engine auto (whatever it picks here)
+    src = make_video(tmp_path / "in.webm", frames=12, codec="libvpx-vp9", audio="libopus")
+    r = subprocess.run([sys.executable, "-m", "vidtoon", "convert", str(src), "--model", str(tiny_model)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert SUMMARY.match(r.stdout.strip())
+    with av.open(str(tmp_path / "in_toon.mkv")) as c:  # Opus kept untouched: Matroska, not MP4
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "h264"), ("audio", "opus")]
+
+
+def test_version_does_not_import_torch() -> None:
+    code = ("import sys; from vidtoon.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'av' not in sys.modules, 'heavy import'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert __version__ in r.stdout
+
+
+def test_convert_help_lists_every_option(capsys) -> None:
+    code, out, _ = run(["convert", "--help"], capsys)
+    assert code == 0
+    for option in ("--output", "--model", "--engine", "--device", "--batch-size", "--max-side", "--crf", "--preset",
+                   "--codec", "--start", "--end", "--no-audio", "--overwrite", "--quiet", "--debug"):
+        assert option in out
+
+
+def test_info_lists_versions_engines_devices_models(capsys) -> None:
+    code, out, err = run(["info"], capsys)
+    assert code == 0, err
+    for heading in ("Versions", "Engines", "Devices", "Video encoders", "Models"):
+        assert heading in out
+    assert re.search(r"^\s+vidtoon\s+" + re.escape(__version__), out, re.M)
+    assert re.search(r"^\s+av \(PyAV\)\s+\S+, FFmpeg", out, re.M)
+    assert re.search(r"^\s+torch\s+available", out, re.M)
+    assert re.search(r"^\s+auto -> \w+ on \S+: .+", out, re.M)
+    assert re.search(r"^\s+libx264\s+usable", out, re.M)
+
+
+def test_progress_bar_shows_frames_fps_and_eta() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    with progress_bar("Converting", console=console) as update:
+        assert update is not None
+        update(10, 40)
+        update(20, 40)
+        console.file.flush()
+    text = buf.getvalue()
+    assert "20/40" in text and "fps" in text and "ETA" in text
+    with progress_bar("Converting", quiet=True, console=console) as update:
+        assert update is None
+
+
+def test_format_size() -> None:
+    assert format_size(512) == "512 B"
+    assert format_size(2048) == "2.0 KiB"
+    assert format_size(3 * 2**20) == "3.0 MiB"
+
+
+@pytest.mark.skipif(not (SHARED_MEDIA / "flower.mp4").exists(), reason="shared media not present")
+def test_real_clip_part(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    # a real camera clip (30000/1001, AAC): one second of it, audio copied, rate exact
+    src = SHARED_MEDIA / "flower.mp4"
+    dst = tmp_path / "flower_part.mp4"
+    code, _, err = run(["convert", src, "-o", dst, "--model", tiny_model, "--end", "1", "--max-side", "320"], capsys)
+    assert code == 0, err
+    with av.open(str(dst)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert v.average_rate == Fraction(30000, 1001)
+        assert (a.codec_context.name, a.rate) == ("aac", 48000)
+        assert sum(1 for _ in c.decode(v)) == 30  # frames at 0 .. 0.968 s

@@ -1,0 +1,102 @@
+"""``vidtoon convert``: turn one video into a cartoon video."""
+from __future__ import annotations
+
+import re
+
+import click
+
+from vidtoon.options import NVENC_PRESETS, PRESETS
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
+
+
+class TimeParam(click.ParamType):
+    """A time as seconds (``12.5``) or a clock (``1:02.5``, ``0:01:02``)."""
+
+    name = "TIME"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip()
+        m = _CLOCK.match(text)
+        try:
+            if m:
+                hours, minutes, seconds = int(m.group(1) or 0), int(m.group(2)), float(m.group(3))
+                if minutes >= 60 and m.group(1) is not None or seconds >= 60:
+                    raise ValueError
+                return hours * 3600 + minutes * 60 + seconds
+            return float(text)
+        except ValueError:
+            self.fail(f"{text!r} is not a time (use seconds like 12.5 or a clock like 1:02.5)", param, ctx)
+
+
+@click.command("convert")
+@click.argument("input", type=click.Path(path_type=str))
+@click.option("-o", "--output", type=click.Path(path_type=str), default=None,
+              help="Output file (.mp4, .mkv, .mov, .webm). Default: <name>_toon.mp4 beside the input, or the "
+                   "input's container when MP4 cannot hold its audio/subtitles.")
+@click.option("--model", default="default", show_default=True, help="Shipped model name or checkpoint path.")
+@click.option("--engine", default="auto", show_default=True,
+              help="Inference backend: auto, torch, onnxruntime, tensorrt (see `vidtoon info`).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1, 256), default=None,
+              help="Frames per inference call (default: 4 on the CPU, 8 on a GPU).")
+@click.option("--max-side", type=click.IntRange(min=16), default=None,
+              help="Downscale so the longer side is at most this many pixels (default: keep the size).")
+@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True,
+              help="Encoder quality (lower is better and bigger).")
+@click.option("--preset", type=click.Choice(PRESETS + NVENC_PRESETS), default="veryfast", show_default=True,
+              help="Encoder speed/size trade-off.")
+@click.option("--codec", default="libx264", show_default=True,
+              help="Video encoder: libx264, libx265, h264_nvenc, libvpx-vp9, libsvtav1, ...")
+@click.option("--start", type=TimeParam(), default=None, help="Convert from this time (seconds or [h:]m:s).")
+@click.option("--end", type=TimeParam(), default=None, help="Convert up to this time (exclusive).")
+@click.option("--no-audio", "no_audio", is_flag=True, help="Drop the audio tracks.")
+@click.option("--stabilize/--no-stabilize", default=False, show_default=True,
+              help="Reduce frame-to-frame flicker of the stylization (optical-flow guided).")
+@click.option("--stabilize-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6,
+              show_default=True, help="How steady --stabilize makes the result (0..1).")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def convert_cmd(input: str, output: str | None, model: str, engine: str, device: str, batch_size: int | None,
+                max_side: int | None, crf: int, preset: str, codec: str, start: float | None, end: float | None,
+                no_audio: bool, stabilize: bool, stabilize_strength: float, overwrite: bool, quiet: bool,
+                debug: bool) -> None:
+    """Turn a video into a cartoon video.
+
+    Timing (every frame's timestamp, variable frame rates), frame count, size, rotation, aspect ratio and
+    colors are kept; audio tracks are copied untouched (re-encoded to AAC only when the output container
+    cannot hold them). The output appears only when complete.
+
+    \b
+    Examples:
+      vidtoon convert holiday.mp4                    # writes holiday_toon.mp4
+      vidtoon convert talk.mkv -o talk.mp4 --start 1:00 --end 1:30
+      vidtoon convert clip.mov --max-side 1280 --crf 20
+    """
+    from rich.console import Console
+
+    from vidtoon.errors import VidtoonError
+    from vidtoon.options import ConvertOptions
+    from vidtoon.pipeline import convert
+    from vidtoon.progress import progress_bar, summary_line
+
+    try:
+        ConvertOptions(model=model, engine=engine, device=device, batch_size=batch_size, max_side=max_side,
+                       crf=crf, preset=preset, codec=codec, start=start, end=end, audio=not no_audio,
+                       overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength).validate()
+    except VidtoonError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    console = Console(stderr=True, highlight=False)
+    with progress_bar("Converting", quiet=quiet, console=console) as progress:
+        result = convert(input, output, model=model, engine=engine, device=device, batch_size=batch_size,
+                         max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
+                         audio=not no_audio, overwrite=overwrite, stabilize=stabilize,
+                         stabilize_strength=stabilize_strength, progress=progress)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+    if not quiet:
+        click.echo(summary_line(str(result.output), result.frames, result.seconds, result.fps, result.size_bytes))

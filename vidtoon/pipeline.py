@@ -1,0 +1,394 @@
+"""Convert one video: decode -> stylize -> encode, in three overlapping stages.
+
+::
+
+    decode thread            main thread                 encode thread
+    Reader.items() --q_in--> batches -> Engine.infer --q_out--> VideoWriter / audio tracks -> temp file
+                             (+ Stabilizer)
+
+The queues are bounded, so memory stays flat however long the video is. Items keep the input's demux
+order (video frames and audio/subtitle packets mixed), which is what lets the muxer interleave audio with
+video by time. Everything that can be refused is checked before the first frame is decoded (:func:`prepare`);
+the output appears under its name only when complete (temp file in the same folder, then rename), and any
+error or Ctrl-C stops both threads and removes the temp file.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from engines.base import Engine
+from vidtoon.errors import VidtoonError
+from vidtoon.options import ConvertOptions
+from vidtoon.video import containers
+from vidtoon.video.reader import Reader, VideoInfo, VideoItem, estimate_frames, probe, scaled_size
+from vidtoon.video.remux import TrackPlan, open_tracks, plan_tracks
+from vidtoon.video.writer import VideoWriter, check_encoder, choose_pix_fmt, encoder_options
+
+__all__ = ["ConvertResult", "Job", "convert", "prepare", "default_output"]
+
+#: queue depth, in items (frames or packets): enough to keep every stage busy ...
+_QUEUE_ITEMS = 16
+#: ... but for big frames at most this many bytes of RGB frames per queue (4K: 10 frames, not 16)
+_QUEUE_BYTES = 256 * 2**20
+_POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+_END = object()  # end-of-stream marker passed down the queues
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion produced."""
+
+    output: Path
+    frames: int
+    seconds: float
+    fps: float
+    size_bytes: int
+    decode_errors: int
+    warnings: list[str]
+
+
+@dataclass
+class Job:
+    """A conversion that passed every check: what to read, what to write, and how."""
+
+    info: VideoInfo
+    output: Path
+    container: str
+    plans: list[TrackPlan]
+    size: tuple[int, int]  # width, height of the encoded frames (after --max-side)
+    pix_fmt: str
+    encoder_opts: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    cut: bool = False  # --start or --end given
+
+
+def default_output(input: Path, container: str) -> Path:
+    """``<stem>_toon.<ext>`` beside the input."""
+    return input.with_name(f"{input.stem}_toon{containers.extension_of(container)}")
+
+
+def _check_folder_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only test that also holds for root and read-only mounts."""
+    if not folder.is_dir():
+        raise VidtoonError(f"output folder {folder} does not exist")
+    probe_file = folder / f".vidtoon-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        probe_file.touch(exist_ok=False)
+        probe_file.unlink()
+    except OSError as exc:
+        raise VidtoonError(f"cannot write to {folder} ({exc.strerror or exc})") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) -> Job:
+    """Check everything that can be refused, cheapest first, before any frame is converted.
+
+    Order: input exists; output folder writable; input readable (probe decodes one frame); output name,
+    container and its codecs; input != output; no existing output without ``overwrite``; the encoder opens.
+    """
+    src = Path(input).expanduser()
+    if not src.exists():
+        raise VidtoonError(f"input {src} does not exist")
+    if not src.is_file():
+        raise VidtoonError(f"input {src} is not a file")
+    dst = Path(output).expanduser() if output is not None else None
+    if dst is not None and dst.is_dir():
+        raise VidtoonError(f"output {dst} is a folder (give a file name such as {dst / (src.stem + '_toon.mp4')})")
+    if dst is not None:
+        containers.container_for(dst)  # a bad extension is refused before anything is read
+    _check_folder_writable((dst or src).parent.resolve())
+
+    info = probe(src)
+    if opts.start is not None and info.duration is not None and opts.start >= info.duration:
+        raise VidtoonError(f"--start {opts.start} is past the end of the video ({info.duration:.2f} s)")
+    warnings: list[str] = []
+    if dst is None:
+        kept_audio = [a.codec for a in info.audio] if opts.audio else []
+        container = containers.default_container(src, opts.codec, kept_audio, [s.codec for s in info.subtitles])
+        dst = default_output(src, container)
+    else:
+        container = containers.container_for(dst)
+    containers.check_video_fits(container, opts.codec)
+    if _same_file(src, dst):
+        raise VidtoonError(f"output {dst} is the input file (choose another name)")
+    if dst.exists() and not opts.overwrite:
+        raise VidtoonError(f"output {dst} already exists (pass --overwrite to replace it)")
+    plans, track_warnings = plan_tracks(info, container, opts.audio)
+    warnings += track_warnings
+
+    size = scaled_size(info.width, info.height, opts.max_side, even=True)
+    pix_fmt = choose_pix_fmt(opts.codec, *size)
+    enc_opts = encoder_options(opts.codec, opts.crf, opts.preset)
+    check_encoder(opts.codec, size[0], size[1], pix_fmt, enc_opts)
+    if pix_fmt != "yuv420p":
+        warnings.append(f"{size[0]}x{size[1]} is an odd size: encoded as {pix_fmt} to keep every pixel")
+    cut = opts.start is not None or opts.end is not None
+    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut)
+
+
+def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> tuple[Engine, bool]:
+    """The engine to use and whether this call owns it (and must close it)."""
+    if isinstance(engine, Engine):
+        return engine, False
+    from engines import create_engine
+
+    if generator is None:
+        from vidtoon.models import load_generator
+
+        generator = load_generator(opts.model, "cpu")
+    return create_engine(engine, generator, device=opts.device), True
+
+
+class _Stopped(Exception):
+    """Raised inside a stage when another stage failed or the user interrupted."""
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            q.put(item, timeout=_POLL)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            return q.get(timeout=_POLL)
+        except queue.Empty:
+            continue
+
+
+class _Stage(threading.Thread):
+    """A pipeline thread that records its exception and raises the shared stop flag on failure."""
+
+    def __init__(self, name: str, body: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.body = body
+        self.stop = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.body()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            self.error = exc
+            self.stop.set()
+
+
+def _queue_depth(size: tuple[int, int], batch: int) -> int:
+    """Items per queue: two batches at least (so inference never waits), bounded in bytes for big frames."""
+    frame_bytes = size[0] * size[1] * 3
+    return max(2 * batch, min(_QUEUE_ITEMS, _QUEUE_BYTES // frame_bytes))
+
+
+def _stabilizer(opts: ConvertOptions) -> Any:
+    if not opts.stabilize:
+        return None
+    from vidtoon.stabilize import Stabilizer
+
+    st = Stabilizer(strength=opts.stabilize_strength)
+    st.reset()
+    return st
+
+
+def _run(job: Job, engine: Engine, opts: ConvertOptions,
+         progress: Callable[[int, int | None], None] | None) -> ConvertResult:
+    info = job.info
+    tmp = job.output.with_name(f".{job.output.name}.{uuid.uuid4().hex[:8]}.part")
+    total = estimate_frames(info, opts.start, opts.end)
+    batch = opts.batch_for(engine.device)
+    stabilizer = _stabilizer(opts)
+    stop = threading.Event()
+    depth = _queue_depth(job.size, batch)
+    q_in: queue.Queue = queue.Queue(maxsize=depth)
+    q_out: queue.Queue = queue.Queue(maxsize=depth)
+    kept = [p.stream.index for p in job.plans if p.action != "drop"]
+    reader = Reader(info, kept, job.size, opts.start, opts.end)
+    out = None
+    stages: list[_Stage] = []
+    finished = False
+    t0 = time.perf_counter()
+    try:
+        mux_opts = {"movflags": "+faststart"} if job.container in ("mp4", "mov") else {}
+        out = av.open(str(tmp), "w", format=containers.CONTAINERS[job.container].muxer, options=mux_opts)
+        writer = VideoWriter(out, info, job.size, opts.codec, job.pix_fmt, job.encoder_opts)
+        tracks = open_tracks(out, reader.container, job.plans)
+
+        def decode() -> None:
+            for item in reader.items():
+                _put(q_in, item, stop)
+            _put(q_in, _END, stop)
+
+        def encode() -> None:
+            while (item := _get(q_out, stop)) is not _END:
+                if isinstance(item, VideoItem):
+                    writer.write(item.rgb, item.pts, item.duration)
+                else:
+                    tracks[item.stream.index].push(item)
+            writer.flush()
+            for track in tracks.values():
+                track.flush()
+            out.close()
+
+        stages = [_Stage("vidtoon-decode", decode, stop), _Stage("vidtoon-encode", encode, stop)]
+        for s in stages:
+            s.start()
+
+        pending: list[Any] = []
+        n_video = 0
+        while True:
+            item = _get(q_in, stop)
+            if item is not _END:
+                pending.append(item)
+                n_video += isinstance(item, VideoItem)
+            if n_video == batch or (item is _END and pending):
+                _stylize(engine, pending, stabilizer)
+                for p in pending:
+                    _put(q_out, p, stop)
+                pending, n_video = [], 0
+                if progress is not None:
+                    progress(writer.frames, total)
+            if item is _END:
+                _put(q_out, _END, stop)
+                break
+        for s in stages:
+            while s.is_alive():
+                s.join(_POLL)
+                if stop.is_set():
+                    raise _Stopped
+        finished = True
+    except _Stopped:
+        pass  # the failing stage's error is raised below
+    finally:
+        if not finished:
+            stop.set()
+        for s in stages:
+            s.join()
+        reader.close()
+        if not finished:
+            if out is not None:
+                _close_quietly(out)
+            tmp.unlink(missing_ok=True)
+    errors = [s.error for s in stages if s.error is not None]
+    if errors:
+        raise _as_user_error(errors[0], info.path)
+    seconds = time.perf_counter() - t0
+    return _finish(job, tmp, writer.frames, seconds, reader, total, progress)
+
+
+def _stylize(engine: Engine, items: list[Any], stabilizer: Any) -> None:
+    """Replace the RGB of the video items in ``items`` with their stylized version (one engine call)."""
+    frames = [it for it in items if isinstance(it, VideoItem)]
+    if not frames:
+        return
+    batch = np.stack([f.rgb for f in frames])
+    toon = engine.infer(batch)
+    for f, t in zip(frames, toon, strict=True):
+        f.rgb = stabilizer.apply(f.rgb, t) if stabilizer is not None else t
+
+
+def _close_quietly(out: av.container.OutputContainer) -> None:
+    """Close a half-written output on the error path; its file is deleted next, so errors do not matter."""
+    try:
+        out.close()
+    except (av.FFmpegError, OSError, ValueError):
+        pass
+
+
+def _as_user_error(exc: BaseException, path: Path) -> BaseException:
+    if isinstance(exc, av.FFmpegError):
+        return VidtoonError(f"while converting {path.name}: {exc.strerror or exc}")
+    return exc
+
+
+def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
+    """Whether the video stopped well before the duration its container states for it (a cut-off file)."""
+    if cut or last_end is None or info.video_duration is None:
+        return False
+    stated_end = info.start_pts * info.time_base + Fraction(info.video_duration).limit_denominator(1_000_000)
+    slack = Fraction(2) / info.rate if info.rate else Fraction(1, 10)  # two frames: rounding of the tags
+    return last_end < stated_end - slack
+
+
+def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, total: int | None,
+            progress: Callable[[int, int | None], None] | None) -> ConvertResult:
+    stats = reader.stats
+    if frames == 0:
+        tmp.unlink(missing_ok=True)
+        raise VidtoonError(f"no video frames between --start and --end in {job.info.path.name}")
+    warnings = list(job.warnings)
+    if stats.decode_errors or stats.corrupt_frames:
+        warnings.append(
+            f"{job.info.path.name} is damaged: {stats.decode_errors} packets could not be decoded, "
+            f"{stats.corrupt_frames} frames were concealed ({frames} frames written)"
+        )
+    if stats.truncated or _ends_early(job.info, stats.last_end, cut=job.cut):
+        warnings.append(f"{job.info.path.name} ends early (truncated?): converted the {frames} frames it holds")
+    if stats.fixed_pts:
+        warnings.append(f"{stats.fixed_pts} frames had missing or repeated timestamps and were re-timed")
+    if job.output.exists() and not job.output.is_file():
+        tmp.unlink(missing_ok=True)
+        raise VidtoonError(f"output {job.output} appeared as a folder during the conversion")
+    os.replace(tmp, job.output)
+    if progress is not None:
+        progress(frames, frames)
+    size = job.output.stat().st_size
+    return ConvertResult(job.output, frames, seconds, frames / seconds if seconds > 0 else 0.0, size,
+                         stats.decode_errors + stats.corrupt_frames, warnings)
+
+
+def convert(input: str | Path, output: str | Path | None = None, *, model: str = "default",
+            engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
+            max_side: int | None = None, crf: int = 18, preset: str = "veryfast", codec: str = "libx264",
+            start: float | None = None, end: float | None = None, audio: bool = True, overwrite: bool = False,
+            stabilize: bool = False, stabilize_strength: float = 0.6,
+            progress: Callable[[int, int | None], None] | None = None,
+            generator: Any | None = None) -> ConvertResult:
+    """Convert ``input`` to a cartoon video at ``output`` (default ``<stem>_toon.mp4`` beside it).
+
+    ``engine`` is an engine name or an already created :class:`engines.base.Engine` (which is then not
+    closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
+    instead of ``model``. ``progress(done, total)`` is called from this thread after every batch (``total``
+    is an estimate, or None). Raises VidtoonError for anything the user can fix; the output file exists
+    only if the conversion completed.
+    """
+    opts = ConvertOptions(
+        model=model, engine=engine if isinstance(engine, str) else engine.name, device=device,
+        batch_size=batch_size, max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
+        audio=audio, overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
+    ).validate()
+    job = prepare(input, output, opts)
+    eng, owned = _make_engine(engine, generator, opts)
+    try:
+        return _run(job, eng, opts, progress)
+    finally:
+        if owned:
+            eng.close()

@@ -1,0 +1,142 @@
+"""Which codecs each output container holds: an explicit table, because FFmpeg's own answer is not enough.
+
+``OutputContainer.supported_codecs`` lists what a muxer can be *fed*, including codecs it only accepts with
+``strict=experimental`` or that players will not read (Opus/FLAC in MOV, PCM in MP4 written as ``ipcm``...).
+The table below is what we are willing to write: codecs that the container's specification and common
+players accept. Names are canonical codec names (``Codec.canonical_name``: ``mp3`` for the ``mp3float``
+decoder, ``vorbis`` for ``libvorbis``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidtoon.errors import VidtoonError
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What one output container holds."""
+
+    #: FFmpeg muxer name
+    muxer: str
+    #: video codecs (canonical names) it holds
+    video: frozenset[str]
+    #: audio codecs it holds untouched; anything else is re-encoded to AAC (or dropped where AAC cannot go)
+    audio: frozenset[str]
+    #: subtitle codecs it holds untouched; anything else is dropped with a warning
+    subtitles: frozenset[str]
+
+
+_PCM = frozenset({"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_u8", "pcm_s16be", "pcm_s24be"})
+_MKV_PCM = frozenset({"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_u8", "pcm_s16be"})
+
+CONTAINERS: dict[str, ContainerSpec] = {
+    # ISO MP4: AAC, MP3 and Dolby audio; Opus/FLAC-in-MP4 exist on paper but many players refuse them
+    "mp4": ContainerSpec(
+        muxer="mp4",
+        video=frozenset({"h264", "hevc", "av1", "vp9", "mpeg4"}),
+        audio=frozenset({"aac", "mp3", "ac3", "eac3", "alac"}),
+        subtitles=frozenset({"mov_text"}),
+    ),
+    # QuickTime: as MP4 plus PCM (QuickTime's native uncompressed audio) and ProRes
+    "mov": ContainerSpec(
+        muxer="mov",
+        video=frozenset({"h264", "hevc", "prores", "mpeg4"}),
+        audio=frozenset({"aac", "mp3", "ac3", "eac3", "alac"}) | _PCM,
+        subtitles=frozenset({"mov_text"}),
+    ),
+    # Matroska holds nearly everything
+    "mkv": ContainerSpec(
+        muxer="matroska",
+        video=frozenset({"h264", "hevc", "av1", "vp8", "vp9", "mpeg4", "prores", "ffv1"}),
+        audio=frozenset({"aac", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "vorbis", "flac", "alac"}) | _MKV_PCM,
+        subtitles=frozenset({"subrip", "ass", "ssa", "webvtt", "hdmv_pgs_subtitle", "dvd_subtitle"}),
+    ),
+    # WebM: the royalty-free subset of Matroska
+    "webm": ContainerSpec(
+        muxer="webm",
+        video=frozenset({"vp8", "vp9", "av1"}),
+        audio=frozenset({"opus", "vorbis"}),
+        subtitles=frozenset({"webvtt"}),
+    ),
+}
+
+#: file extension -> key of CONTAINERS
+EXTENSIONS: dict[str, str] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "mkv", ".webm": "webm"}
+
+#: the audio codec used when a track must be re-encoded for its container
+FALLBACK_AUDIO = "aac"
+
+
+def container_for(path: str | Path) -> str:
+    """The container key for an output path, from its extension; raises VidtoonError for others."""
+    ext = Path(path).suffix.lower()
+    if ext not in EXTENSIONS:
+        raise VidtoonError(
+            f"cannot write {ext or 'files without an extension'!s} (use an output ending in {', '.join(EXTENSIONS)})"
+        )
+    return EXTENSIONS[ext]
+
+
+def encoder_codec(encoder: str) -> str:
+    """The canonical codec an encoder writes (``libx264`` -> ``h264``); raises VidtoonError if unknown."""
+    import av
+
+    try:
+        return av.Codec(encoder, "w").canonical_name
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        raise VidtoonError(f"video encoder {encoder!r} is not available in this FFmpeg build (try libx264)") from None
+
+
+def check_video_fits(container: str, encoder: str) -> None:
+    """Raise VidtoonError unless ``container`` holds what ``encoder`` writes."""
+    codec = encoder_codec(encoder)
+    spec = CONTAINERS[container]
+    if codec not in spec.video:
+        raise VidtoonError(
+            f"a .{container} file cannot hold {codec} video from --codec {encoder} "
+            f"(it holds {', '.join(sorted(spec.video))}; pick another --codec or output extension)"
+        )
+
+
+def audio_fits(container: str, codec: str) -> bool:
+    """Whether an audio track in ``codec`` can be copied untouched into ``container``."""
+    return codec in CONTAINERS[container].audio
+
+
+def subtitle_fits(container: str, codec: str) -> bool:
+    """Whether a subtitle track in ``codec`` can be copied untouched into ``container``."""
+    return codec in CONTAINERS[container].subtitles
+
+
+def default_container(input_path: str | Path, encoder: str, audio_codecs: list[str], subtitle_codecs: list[str]) -> str:
+    """The container for the default output name: MP4 when it holds every kept stream, else the input's own.
+
+    When the input's container cannot hold the encoded video either (WebM with H.264), Matroska is used:
+    it is WebM's superset, so Vorbis/Opus audio is still copied untouched rather than re-encoded.
+    """
+    codec = encoder_codec(encoder)
+
+    def holds_all(key: str) -> bool:
+        spec = CONTAINERS[key]
+        return (
+            codec in spec.video
+            and all(c in spec.audio for c in audio_codecs)
+            and all(c in spec.subtitles for c in subtitle_codecs)
+        )
+
+    if holds_all("mp4"):
+        return "mp4"
+    own = EXTENSIONS.get(Path(input_path).suffix.lower())
+    if own is not None and holds_all(own):
+        return own
+    if holds_all("mkv"):
+        return "mkv"
+    # nothing holds everything: MP4 with re-encoded audio / dropped subtitles beats refusing
+    return "mp4" if codec in CONTAINERS["mp4"].video else "mkv"
+
+
+def extension_of(container: str) -> str:
+    """The file extension written for a container key."""
+    return "." + container
