@@ -1,0 +1,226 @@
+"""``vidtoon live`` driven by a generated video file as the source: headless, and in a real window on Xvfb."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from mediagen import make_video
+from vidtoon.cli import main
+from vidtoon.live import LatestFrame, LiveOptions, processing_size, run_live
+from vidtoon.models import export_generator
+from vidtoon.networks.fast import FastGenerator
+
+
+@pytest.fixture(scope="module")
+def toon_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    net = FastGenerator(width=8, width_low=8, n_res=1)
+    with torch.no_grad():  # move it off identity so the cartoon differs from the source
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return export_generator(net, "fast", tmp_path_factory.mktemp("m") / "toon.pt")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 5 s at 30 fps: long enough that --frames is reached before the end of the source
+    return make_video(tmp_path_factory.mktemp("v") / "cam.mp4", frames=150, size=(96, 64), fps=30, audio=None)
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_headless_records_fixed_frames(tmp_path: Path, clip: Path, toon_model: Path, capsys) -> None:
+    rec = tmp_path / "rec.mp4"
+    code, err = run(["live", "--source", str(clip), "--no-window", "--frames", "20", "--record", str(rec),
+                     "--model", str(toon_model)], capsys)
+    assert code == 0, err
+    assert "20 frames stylized at 96x64" in err and "fps" in err
+    with av.open(str(rec)) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (96, 64) and v.codec_context.name == "h264"
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+        # stamped with capture times: the source plays at 30 fps, so 20 frames span at least 0.6 s
+        duration = float(v.duration * v.time_base) if v.duration else float(c.duration / 1e6)
+    assert len(frames) == 20
+    assert duration > 0.5
+    assert frames[0].std() > 10  # a picture, not a blank frame
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp file renamed away
+
+
+def test_no_display_runs_headless(tmp_path: Path, clip: Path, toon_model: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, err = run(["live", "--source", str(clip), "--frames", "3", "--max-side", "48",
+                     "--model", str(toon_model)], capsys)
+    assert code == 0, err
+    assert "no display" in err and "at 48x32" in err
+
+    code, err = run(["live", "--source", str(clip), "--window", "--frames", "3", "--model", str(toon_model)], capsys)
+    assert code == 1
+    assert err.startswith("Error: no display") and "--no-window" in err
+
+
+def test_unreachable_display_is_an_error(clip: Path, toon_model: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DISPLAY", ":87")  # nothing listens there: Qt would abort the process
+    code, err = run(["live", "--source", str(clip), "--window", "--frames", "3", "--model", str(toon_model)], capsys)
+    assert code == 1 and "cannot open a window on display :87" in err
+
+
+def test_drops_stale_frames_with_a_slow_engine(clip: Path) -> None:
+    class Slow:
+        calls = 0
+
+        def infer(self, frames: np.ndarray) -> np.ndarray:
+            Slow.calls += 1
+            time.sleep(0.1)  # 10 fps against a 30 fps source
+            return 255 - frames
+
+    t0 = time.monotonic()
+    stats = run_live(Slow(), LiveOptions(source=str(clip), window=False, frames=8))
+    wall = time.monotonic() - t0
+    assert stats.frames == 8 and stats.ended == "frames"
+    # it kept up with the source instead of queueing: most frames were dropped, none piled up
+    assert stats.captured > stats.frames + 8
+    assert wall < 3.0  # 8 frames at ~10 fps, not 8 frames after a backlog
+
+
+def test_source_errors(tmp_path: Path, toon_model: Path, capsys) -> None:
+    if not Path("/dev/video7").exists():
+        code, err = run(["live", "--camera", "7", "--no-window", "--model", str(toon_model)], capsys)
+        assert code == 1 and "no camera at index 7" in err and "Traceback" not in err
+    code, err = run(["live", "--source", str(tmp_path / "nope.mp4"), "--no-window", "--model", str(toon_model)], capsys)
+    assert code == 1 and "does not exist" in err
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n" * 10)
+    code, err = run(["live", "--source", str(text), "--no-window", "--model", str(toon_model)], capsys)
+    assert code == 1 and err.startswith("Error:")
+    code, err = run(["live", "--source", str(text), "--no-window", "--record", str(tmp_path / "r.avi"),
+                     "--model", str(toon_model)], capsys)
+    assert code == 1 and ".mp4" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_helpers() -> None:
+    assert processing_size(1280, 720, 480) == (480, 270)
+    assert processing_size(1279, 721, None) == (1278, 720)  # even sides for H.264
+    slot = LatestFrame()
+    slot.put("a")
+    slot.put("b")
+    assert slot.newer_than(0, 0.01) == (2, "b")  # only the newest is kept
+    assert slot.newer_than(2, 0.01) is None
+
+
+# --------------------------------------------------------------------------------------- a real window
+@pytest.fixture
+def xvfb() -> str:
+    """Start a private Xvfb server; yields its DISPLAY and stops it afterwards."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as fh:
+            number = fh.readline().strip()  # Xvfb writes its display number once it accepts clients
+        if not number:
+            pytest.skip("Xvfb did not start")
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _screenshot(display: str, path: Path) -> np.ndarray | None:
+    import cv2
+
+    env = {**os.environ, "DISPLAY": display}
+    r = subprocess.run(["import", "-window", "root", str(path)], env=env, capture_output=True, timeout=20)
+    return cv2.imread(str(path)) if r.returncode == 0 and path.exists() else None
+
+
+def _start_live(display: str, args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vidtoon", "live", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_window_on_xvfb_shows_the_cartoon(tmp_path: Path, clip: Path, toon_model: Path, xvfb: str) -> None:
+    if shutil.which("import") is None:
+        pytest.skip("ImageMagick's import (screenshots) is not installed")
+    # a 20 s source and 60 frames: the window stays up long enough for screenshots, even on a busy machine
+    long_clip = make_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=30, audio=None)
+    proc = _start_live(xvfb, ["--source", str(long_clip), "--window", "--frames", "60", "--model", str(toon_model),
+                              "--record", str(tmp_path / "rec.mp4")], tmp_path)
+    best = None
+    deadline = time.monotonic() + 180  # importing torch alone can take a minute on a busy machine
+    while proc.poll() is None and time.monotonic() < deadline:
+        shot = _screenshot(xvfb, tmp_path / "shot.png")
+        if shot is not None and (best is None or shot.std() > best.std()):
+            best = shot
+        time.sleep(0.3)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "60 frames stylized" in err
+    assert best is not None, "no screenshot could be taken"
+    # the root window is black where no window is: the preview must have drawn a real picture
+    lit = best.max(axis=2) > 30
+    assert lit.sum() > 96 * 64 * 0.5 and best[lit].std() > 20
+    with av.open(str(tmp_path / "rec.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 60
+
+
+@pytest.mark.slow
+def test_window_keys(tmp_path: Path, clip: Path, toon_model: Path, xvfb: str) -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed")
+    long_clip = make_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=30, audio=None)
+    saves = tmp_path / "saves"
+    proc = _start_live(xvfb, ["--source", str(long_clip), "--window", "--model", str(toon_model),
+                              "--save-dir", str(saves)], tmp_path)
+    env = {**os.environ, "DISPLAY": xvfb}
+
+    def key(name: str) -> None:
+        assert proc.poll() is None, proc.communicate()[1]  # still running: a key must not have killed it
+        # Xvfb runs no window manager: give the window the keyboard focus directly (windowfocus, not activate)
+        subprocess.run(["xdotool", "search", "--sync", "--name", "vidtoon live", "windowfocus", "--sync",
+                        "key", name], env=env, capture_output=True, timeout=180)
+        time.sleep(0.5)
+
+    try:
+        for name in ("r", "v", "s", "r", "q"):  # record, side by side, snapshot, stop recording, quit
+            if name == "r" and not list(saves.glob("*.png")):
+                time.sleep(1.0)  # let a few frames through before the recording starts/stops
+            key(name)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "quit" in err
+    snaps = list(saves.glob("vidtoon-snapshot-*.png"))
+    recs = list(saves.glob("vidtoon-record-*.mp4"))
+    assert len(snaps) == 1 and len(recs) == 1, (list(saves.iterdir()), err)
+    import cv2
+
+    snap = cv2.imread(str(snaps[0]))
+    assert snap.shape == (64, 192, 3)  # side by side: original + cartoon
+    with av.open(str(recs[0])) as c:
+        assert c.streams.video[0].width == 96 and sum(1 for _ in c.decode(video=0)) > 0
