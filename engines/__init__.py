@@ -2,23 +2,26 @@
 
 ``ENGINES`` maps a name to ``module:Class``; classes are imported only when used, so a missing optional
 dependency (onnxruntime, tensorrt) only matters when that engine is asked for. ``--engine auto`` is decided
-in :func:`choose_engine`, in the one documented order.
+in :func:`choose_engine`, in one documented order (see :func:`pick_engine`).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from engines.base import Engine
 
 ENGINES: dict[str, str] = {
     "torch": "engines.torch_engine:TorchEngine",
+    "onnxruntime": "engines.onnxruntime_engine:OnnxRuntimeEngine",
+    "tensorrt": "engines.tensorrt_engine:TensorRTEngine",
 }
 
 #: the pip extra that brings each engine's optional dependency
 EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "tensorrt": "tensorrt"}
 
-__all__ = ["ENGINES", "Engine", "create_engine", "choose_engine", "engine_class"]
+__all__ = ["ENGINES", "EXTRAS", "Engine", "available", "choose_engine", "create_engine", "engine_class", "pick_engine"]
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -28,29 +31,63 @@ def engine_class(name: str) -> type[Engine]:
     if name not in ENGINES:
         raise VidtoonError(f"unknown engine {name!r} (choose one of: auto, {', '.join(ENGINES)})")
     module, cls = ENGINES[name].split(":")
+    extra = EXTRAS.get(name, name)
     try:
-        return getattr(importlib.import_module(module), cls)
+        engine = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
-        extra = EXTRAS.get(name, name)
         raise VidtoonError(f"engine {name!r} needs {exc.name or 'a missing package'} (pip install 'vidtoon[{extra}]')") from exc
+    # a module may import without its backend (the TensorRT one keeps its pure helpers usable for tests)
+    missing = [pkg for pkg in getattr(engine, "requires", ()) if not available(pkg)]
+    if missing:
+        raise VidtoonError(f"engine {name!r} needs {', '.join(missing)} (pip install 'vidtoon[{extra}]')")
+    return engine
+
+
+def available(package: str) -> bool:
+    """Whether ``package`` can be imported here (found on the path; not imported, so this stays cheap)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def pick_engine(device: str, *, cuda: bool, tensorrt: bool, onnxruntime: bool) -> tuple[str, str, str]:
+    """The ``--engine auto`` decision as a pure function of what is available: (engine, device, reason).
+
+    Order:
+
+    1. a CUDA GPU and TensorRT importable -> ``tensorrt`` (fp16 plans built for the GPU, fastest);
+    2. a CUDA GPU -> ``torch`` on the GPU (fp16, channels_last);
+    3. the CPU -> ``onnxruntime`` when installed (measured 1.5-2x PyTorch eager on the CPU for the fast
+       generator, see bench/RESULTS.md), else ``torch``.
+
+    ``device`` is ``auto``, ``cpu`` or ``cuda[:N]``; asking for CUDA without a GPU is an error.
+    """
+    from vidtoon.errors import VidtoonError
+
+    want_gpu = device == "auto" or device.startswith("cuda")
+    if want_gpu and cuda:
+        dev = "cuda" if device == "auto" else device
+        if tensorrt:
+            return "tensorrt", dev, "CUDA GPU and TensorRT found: TensorRT (fp16)"
+        return "torch", dev, "CUDA GPU found, TensorRT not installed: PyTorch on the GPU (fp16)"
+    if device != "auto" and device != "cpu":
+        if device.startswith("cuda"):
+            raise VidtoonError(f"device {device!r} was asked for but no CUDA GPU is available (use --device cpu)")
+        raise VidtoonError(f"unknown device {device!r} (choose one of: auto, cpu, cuda, cuda:N)")
+    why = "no CUDA GPU" if device == "auto" else "CPU asked for"
+    if onnxruntime:
+        return "onnxruntime", "cpu", f"{why}: ONNX Runtime, the fastest CPU engine"
+    return "torch", "cpu", f"{why}, ONNX Runtime not installed: PyTorch on the CPU (pip install 'vidtoon[onnx]' is faster)"
 
 
 def choose_engine(device: str = "auto") -> tuple[str, str, str]:
-    """Pick the engine for ``--engine auto``: returns (engine, device, reason).
-
-    Order: PyTorch on CUDA when a GPU is present, else PyTorch on the CPU.
-    """
+    """Pick the engine for ``--engine auto`` on this machine: returns (engine, device, reason)."""
     import torch
 
-    if device in ("auto", "cuda") or device.startswith("cuda"):
-        if torch.cuda.is_available():
-            dev = "cuda" if device == "auto" else device
-            return "torch", dev, "CUDA is available: PyTorch on the GPU (fp16)"
-        if device != "auto":
-            from vidtoon.errors import VidtoonError
-
-            raise VidtoonError(f"device {device!r} was asked for but no CUDA GPU is available")
-    return "torch", "cpu", "no CUDA GPU: PyTorch on the CPU"
+    cuda = torch.cuda.is_available()
+    # TensorRT is only looked for when it could be used: with a GPU
+    return pick_engine(device, cuda=cuda, tensorrt=cuda and available("tensorrt"), onnxruntime=available("onnxruntime"))
 
 
 def create_engine(name: str, generator: Any, device: str = "auto", **options: Any) -> Engine:

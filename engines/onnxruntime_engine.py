@@ -1,0 +1,135 @@
+"""ONNX Runtime engine: the fastest way to run the generators on a CPU (CUDA provider when present).
+
+The generator is exported once to ONNX (fp32 on the CPU, fp16 on CUDA) and cached in the user cache folder,
+keyed by its weights hash (:func:`engines.onnx_export.cached_onnx`); a path to an ``.onnx`` file made by
+``vidtoon export`` works too.
+
+Session tuning, for a video pipeline where decoding and encoding run beside inference:
+
+- ``intra_op_num_threads`` defaults to :func:`default_threads`: all cores but one, which decode/encode need,
+  for light generators (the fast one: ~1.4k multiply-adds per pixel, decoding and encoding cost as much);
+  all cores for heavy ones (the paper generator: ~830k per pixel, decode/encode are noise beside it).
+- Spinning is off: ORT's worker threads otherwise busy-wait between ops and between frames, burning the
+  very cores the decoder and encoder threads are waiting for.
+- Full graph optimizations (constant folding, conv+activation fusion, layout transforms) and one
+  sequential inter-op thread: the generators are a single chain of convolutions, nothing runs in parallel.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort  # missing: engines/__init__.py answers "pip install 'vidtoon[onnx]'"
+
+from engines.base import Engine, check_batch
+
+
+def default_threads(cpu_count: int | None = None, reserve: int = 1) -> int:
+    """Intra-op threads for the CPU: every core but ``reserve`` (left to decode/encode), at least one."""
+    cpus = cpu_count if cpu_count is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, cpus - reserve)
+
+
+#: multiply-adds per pixel above which a generator gets every core (decode/encode are negligible beside it)
+HEAVY_MACS_PER_PIXEL = 50_000
+
+
+def macs_per_pixel(net: Any) -> float:
+    """Multiply-adds per output pixel of a generator (measured on a 64x64 input)."""
+    from vidtoon.networks import count_macs
+
+    return count_macs(net, 64, 64) / (64 * 64)
+
+
+def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptions:
+    """ONNX Runtime session options tuned for running one generator beside a decoder and an encoder."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return opts
+
+
+class OnnxRuntimeEngine(Engine):
+    """Runs a generator with ONNX Runtime.
+
+    ``generator``: an ``nn.Module`` (exported and cached on first use) or a path to an ONNX file with the
+    contract of :mod:`engines.onnx_export`. ``device``: ``"cpu"`` or ``"cuda[:N]"`` (needs the CUDA
+    provider, ``onnxruntime-gpu``). ``threads``: intra-op threads on the CPU (default
+    :func:`default_threads`). ``fp16``: use the fp16 export (default: on CUDA only; it is slower on CPUs).
+    """
+
+    name = "onnxruntime"
+    #: frames per ``infer`` call the pipeline should use: on a CPU batching adds latency and memory but no
+    #: speed (measured: batch 4 is within noise of batch 1), on a GPU it fills the device
+    preferred_batch_size = 1
+
+    def __init__(
+        self,
+        generator: Any,
+        device: str = "cpu",
+        threads: int | None = None,
+        fp16: bool | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        cuda = device.startswith("cuda")
+        self.fp16 = cuda if fp16 is None else fp16
+        #: the size multiple the generator pads to (8 for the fast one, 4 for the paper one; 8 when unknown)
+        self.multiple = 8
+        if isinstance(generator, (str, Path)):
+            self.onnx_path = Path(generator)
+        else:
+            pad = getattr(generator, "pad", None)
+            self.multiple = getattr(pad, "multiple", 8)
+            from engines.onnx_export import cached_onnx
+
+            announce = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+            self.onnx_path = cached_onnx(generator, fp16=self.fp16, log=announce)
+        if threads is None:
+            heavy = not isinstance(generator, (str, Path)) and macs_per_pixel(generator) > HEAVY_MACS_PER_PIXEL
+            threads = default_threads(reserve=0 if heavy else 1)
+        self.threads = threads
+        if cuda:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError("onnxruntime has no CUDA provider here (install onnxruntime-gpu, or use --engine torch)")
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            self.preferred_batch_size = 4
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.onnx_path), session_options(self.threads), providers=providers)
+        inp = self.session.get_inputs()[0]
+        self._input = inp.name
+        self._dtype = np.float16 if "float16" in inp.type else np.float32
+        self.device = device if cuda else f"cpu ({self.threads} thread{'s' if self.threads > 1 else ''})"
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        check_batch(frames)
+        _, h, w, _ = frames.shape
+        # the graph reflect-pads to its multiple, which needs more pixels than the padding; frames too small
+        # for that are edge-padded here instead, as the PyTorch generators do (replicate)
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        if ph >= h or pw >= w:
+            frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+        # uint8 NHWC -> float NCHW in [-1, 1], same arithmetic as the torch engine
+        x = frames.transpose(0, 3, 1, 2).astype(np.float32)
+        np.divide(x, 127.5, out=x)
+        x -= 1.0
+        y = self.session.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
+        y = y.astype(np.float32, copy=False)
+        y += 1.0
+        y *= 127.5
+        np.rint(y, out=y)
+        np.clip(y, 0, 255, out=y)
+        out = y.astype(np.uint8).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(out[:, :h, :w])
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

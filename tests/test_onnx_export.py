@@ -1,0 +1,146 @@
+"""ONNX export: dynamic axes, odd sizes, fp32/fp16 tolerances, caching, and `vidtoon export`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+import onnxruntime as ort
+
+from engines import onnx_export
+from engines.onnx_export import (
+    FP16_ATOL,
+    FP32_ATOL,
+    cached_onnx,
+    export_onnx,
+    exportable,
+    generator_hash,
+)
+from vidtoon.models import export_generator
+from vidtoon.networks import CartoonGANGenerator, FastGenerator, PadToMultiple
+
+
+def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
+    """A few-channel generator with random weights (the fast one's zero last layer perturbed)."""
+    torch.manual_seed(seed)
+    net = FastGenerator(width=8, width_low=8, n_res=1) if arch == "fast" else CartoonGANGenerator(width=4, n_res=1)
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    return net.eval()
+
+
+@pytest.fixture(scope="module", params=["fast", "cartoongan"])
+def exported(request, tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    net = tiny(request.param)
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    report = export_onnx(net, path)
+    assert report.max_abs_diff <= FP32_ATOL
+    return net, path
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 19, 45), (3, 3, 40, 24), (1, 3, 8, 8), (2, 3, 121, 67)])
+def test_onnx_matches_torch_at_any_size(exported, shape):
+    net, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(*shape) * 2 - 1
+    out = session.run(None, {"input": x.numpy()})[0]
+    with torch.inference_mode():
+        ref = net(x).numpy()
+    assert out.shape == ref.shape == shape
+    assert np.abs(out - ref).max() <= FP32_ATOL
+
+
+def test_axes_are_dynamic_and_named(exported):
+    _, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name) == ("input", "output")
+    assert inp.shape == ["batch", 3, "height", "width"]
+    assert inp.type == "tensor(float)"
+
+
+def test_fp16_variant(tmp_path):
+    net = tiny("fast")
+    report = export_onnx(net, tmp_path / "g16.onnx", fp16=True)
+    assert report.atol == FP16_ATOL and 0 < report.max_abs_diff <= FP16_ATOL
+    session = ort.InferenceSession(str(tmp_path / "g16.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float16)"
+
+
+def test_export_leaves_the_generator_alone():
+    net = tiny("fast")
+    copy = exportable(net, fp16=True)
+    assert type(net.pad) is PadToMultiple and type(copy.pad) is not PadToMultiple
+    assert next(net.parameters()).dtype == torch.float32 and next(copy.parameters()).dtype == torch.float16
+
+
+def test_failed_check_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "verify_onnx", lambda *a, **k: 0.5)
+    with pytest.raises(ValueError, match="differs from PyTorch"):
+        export_onnx(tiny("fast"), tmp_path / "bad.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_reuses_and_keys_by_weights(tmp_path, monkeypatch):
+    calls: list[Path] = []
+
+    def fake_export(net, path, **options):  # the export itself is tested above; here only the cache logic
+        calls.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"onnx")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    net = tiny("fast")
+    first = cached_onnx(net, cache_dir=tmp_path)
+    assert calls == [first] and first.parent == tmp_path / "onnx"
+    assert cached_onnx(tiny("fast"), cache_dir=tmp_path) == first
+    assert len(calls) == 1  # same weights: found in the cache, not exported again
+    other = tiny("fast", seed=1)
+    assert generator_hash(other) != generator_hash(net)
+    assert cached_onnx(other, cache_dir=tmp_path) != first
+    assert cached_onnx(net, fp16=True, cache_dir=tmp_path) not in calls[:2]
+    assert len(calls) == 3 and len(set(calls)) == 3
+
+
+def _vidtoon(*args: str, cwd: Path, capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run the real CLI entry point in this process (exit code, stdout, stderr)."""
+    from vidtoon.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_export_onnx(tmp_path, capsys, monkeypatch):
+    export_generator(tiny("fast"), "fast", tmp_path / "g.pt")
+    code, out, err = _vidtoon("export", "--model", "g.pt", "--engine", "onnx", "-o", "g.onnx", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "Wrote g.onnx" in out
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+
+
+def test_cli_export_errors(tmp_path, capsys, monkeypatch):
+    export_generator(tiny("fast"), "fast", tmp_path / "g.pt")
+    run = lambda *a: _vidtoon(*a, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    code, _, err = run("export", "--model", "g.pt", "--engine", "onnx", "-o", "missing/g.onnx")
+    assert code == 1
+    assert err.startswith("Error: cannot write missing/g.onnx") and "Traceback" not in err
+    code, _, err = run("export", "--model", "g.pt", "--engine", "coreml", "-o", "g.mlmodel")
+    assert code == 2 and "coreml" in err
+    code, _, err = run("export", "--model", "nothere.pt", "--engine", "onnx", "-o", "g.onnx")
+    assert code == 1 and err.startswith("Error: model 'nothere.pt'")
+    if not torch.cuda.is_available():
+        code, _, err = run("export", "--model", "g.pt", "--engine", "tensorrt", "-o", "g.plan")
+        assert code == 1 and err.startswith("Error:")
+        assert "vidtoon[tensorrt]" in err or "CUDA GPU" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pt"]

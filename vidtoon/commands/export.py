@@ -1,0 +1,92 @@
+"""``vidtoon export``: write a generator as an ONNX file or a TensorRT engine, for use outside vidtoon."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from vidtoon.errors import VidtoonError
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 1280x720)", param_hint="--size") from None
+    if w < 8 or h < 8:
+        raise click.BadParameter("width and height must be at least 8", param_hint="--size")
+    return w, h
+
+
+@click.command("export")
+@click.option("--model", "-m", default="default", show_default=True, help="Shipped model name or checkpoint path.")
+@click.option("--engine", type=click.Choice(["onnx", "tensorrt"]), required=True, help="What to write.")
+@click.option("--fp16", is_flag=True, help="Half precision (for GPUs; TensorRT engines are fast only in fp16).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--size", default="1280x720", show_default=True, help="(tensorrt) frame size WIDTHxHEIGHT it is built for.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="(tensorrt) largest batch.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batch: int, debug: bool) -> None:
+    """Export a generator to ONNX (dynamic batch/height/width, checked against PyTorch) or a TensorRT engine.
+
+    The ONNX graph takes and returns `input`/`output`: N x 3 x H x W RGB in [-1, 1] (float32, or float16
+    with --fp16), any H and W of at least 8. A TensorRT engine is tied to the GPU model and TensorRT version
+    it was built with, and to the frame size given by --size.
+    """
+    out = Path(output)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise VidtoonError(f"cannot write {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise VidtoonError(f"cannot write {out}: folder {folder} is not writable")
+    width, height = _parse_size(size) if engine == "tensorrt" else (0, 0)
+
+    from vidtoon.models import load_generator
+
+    net = load_generator(model)
+    precision = "fp16" if fp16 else "fp32"
+    if engine == "onnx":
+        _export_onnx(net, out, fp16)
+    else:
+        _export_tensorrt(net, out, fp16, width, height, batch)
+    click.echo(f"Wrote {out} ({engine}, {precision})")
+
+
+def _export_onnx(net: object, out: Path, fp16: bool) -> None:
+    from engines import engine_class
+    from engines.onnx_export import export_onnx
+
+    engine_class("onnxruntime")  # the check needs onnxruntime: fail with the pip extra if it is missing
+    try:
+        report = export_onnx(net, out, fp16=fp16)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise VidtoonError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise VidtoonError(f"export check failed: {exc}") from exc
+    click.echo(f"Checked against PyTorch: max abs difference {report.max_abs_diff:.2g} (tolerance {report.atol:g}, [-1, 1] scale)")
+
+
+def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int, batch: int) -> None:
+    import tempfile
+
+    import torch
+
+    from engines import engine_class
+    from engines.cache import atomic_write_bytes
+    from engines.onnx_export import export_onnx
+
+    engine_class("tensorrt")  # names `pip install 'vidtoon[tensorrt]'` when TensorRT is missing
+    if not torch.cuda.is_available():
+        raise VidtoonError("building a TensorRT engine needs a CUDA GPU (export --engine onnx works anywhere)")
+    from engines.tensorrt_engine import build_plan, profile_shapes
+
+    click.echo(f"Building a TensorRT engine for {width}x{height}, batch up to {batch}; this takes a few minutes", err=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "generator.onnx"
+        export_onnx(net, onnx_path, fp16=fp16)  # type: ignore[arg-type]
+        plan = build_plan(onnx_path, profile_shapes(height, width, batch))
+    try:
+        atomic_write_bytes(out, plan)
+    except OSError as exc:
+        raise VidtoonError(f"cannot write {out}: {exc.strerror or exc}") from exc
