@@ -13,6 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import mediage
 SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep ONNX exports and engine caches of the tests out of the user's cache folder (subprocesses too)."""
+    import os
+
+    old = os.environ.get("VIDTOON_CACHE_DIR")
+    os.environ["VIDTOON_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("VIDTOON_CACHE_DIR", None)
+    else:
+        os.environ["VIDTOON_CACHE_DIR"] = old
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``gpu`` when torch sees no CUDA device."""
     if torch.cuda.is_available():

@@ -26,7 +26,9 @@ def toon_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     net = FastGenerator(width=8, width_low=8, n_res=1)
     with torch.no_grad():  # move it off identity so the cartoon differs from the source
         for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
+            p.add_(torch.randn_like(p) * 0.05)
+        # keep the ink channel off: random ink can paint the tiny clip black, and the window test must see a picture
+        net.out.bias[16:32] = -8.0
     return export_generator(net, "fast", tmp_path_factory.mktemp("m") / "toon.pt")
 
 
@@ -165,26 +167,32 @@ def _start_live(display: str, args: list[str], cwd: Path) -> subprocess.Popen[st
 def test_window_on_xvfb_shows_the_cartoon(tmp_path: Path, clip: Path, toon_model: Path, xvfb: str) -> None:
     if shutil.which("import") is None:
         pytest.skip("ImageMagick's import (screenshots) is not installed")
-    # a 20 s source and 60 frames: the window stays up long enough for screenshots, even on a busy machine
+    # a 20 s source and 150 frames (5 s at the source rate): time for several screenshots, even on an idle
+    # machine where the first ones may catch the window before it has drawn
     long_clip = make_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=30, audio=None)
-    proc = _start_live(xvfb, ["--source", str(long_clip), "--window", "--frames", "60", "--model", str(toon_model),
+    proc = _start_live(xvfb, ["--source", str(long_clip), "--window", "--frames", "150", "--model", str(toon_model),
                               "--record", str(tmp_path / "rec.mp4")], tmp_path)
-    best = None
+    def shows_picture(shot: np.ndarray) -> bool:
+        # the root window is black where no window is; the window's frame and bars are flat grey: a drawn
+        # picture is a lit area at least half the frame's size with real variation inside it
+        lit = shot.max(axis=2) > 30
+        return bool(lit.sum() > 96 * 64 * 0.5 and shot[lit].std() > 20)
+
+    shots, seen = 0, False
     deadline = time.monotonic() + 180  # importing torch alone can take a minute on a busy machine
-    while proc.poll() is None and time.monotonic() < deadline:
+    while proc.poll() is None and time.monotonic() < deadline and not seen:
         shot = _screenshot(xvfb, tmp_path / "shot.png")
-        if shot is not None and (best is None or shot.std() > best.std()):
-            best = shot
+        if shot is not None:
+            shots += 1
+            seen = shows_picture(shot)
         time.sleep(0.3)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "60 frames stylized" in err
-    assert best is not None, "no screenshot could be taken"
-    # the root window is black where no window is: the preview must have drawn a real picture
-    lit = best.max(axis=2) > 30
-    assert lit.sum() > 96 * 64 * 0.5 and best[lit].std() > 20
+    assert "150 frames stylized" in err
+    assert shots > 0, "no screenshot could be taken"
+    assert seen, f"none of {shots} screenshots showed the preview picture"
     with av.open(str(tmp_path / "rec.mp4")) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 60
+        assert sum(1 for _ in c.decode(video=0)) == 150
 
 
 @pytest.mark.slow
