@@ -69,7 +69,7 @@ def main() -> None:
     base = rows[0][3]
     print(f"\n{args.clips} clips x {args.seconds:g} s at {width}x{args.height}, {cores} cores, "
           f"torch {torch.__version__}\n")
-    print(f"| jobs | torch threads/job | wall (s) | fps (all files) | vs first row |")
+    print("| jobs | torch threads/job | wall (s) | fps (all files) | vs first row |")
     print("|---:|---:|---:|---:|---:|")
     for jobs, threads, wall, fps in rows:
         print(f"| {jobs} | {threads} | {wall:.1f} | {fps:.1f} | {fps / base:.2f}x |")

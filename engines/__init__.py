@@ -86,8 +86,11 @@ def choose_engine(device: str = "auto") -> tuple[str, str, str]:
     import torch
 
     cuda = torch.cuda.is_available()
+    # both engines start from an ONNX export, which needs onnx and onnxscript (torch's exporter) too
+    export = available("onnx") and available("onnxscript")
     # TensorRT is only looked for when it could be used: with a GPU
-    return pick_engine(device, cuda=cuda, tensorrt=cuda and available("tensorrt"), onnxruntime=available("onnxruntime"))
+    return pick_engine(device, cuda=cuda, tensorrt=cuda and export and available("tensorrt"),
+                       onnxruntime=export and available("onnxruntime"))
 
 
 def create_engine(name: str, generator: Any, device: str = "auto", **options: Any) -> Engine:

@@ -19,24 +19,9 @@ from mediagen import (
 
 from vidtoon.cli import main
 from vidtoon.errors import VidtoonError
+from clirun import run_cli as run
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the real CLI in-process; returns (exit code, stdout, stderr).
-
-    Conversions use the PyTorch engine unless told otherwise: ``auto`` may pick ONNX Runtime, whose first
-    use exports the model (minutes on a busy CPU) and is tested with the engines.
-    """
-    args = list(args)
-    if args and args[0] == "convert" and "--engine" not in args:
-        args += ["--engine", "torch"]
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_refused(code: int, err: str, message: str, folder: Path, output: Path | None = None) -> None:

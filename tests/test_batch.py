@@ -11,9 +11,9 @@ import torch
 
 from mediagen import make_video
 from vidtoon.batch import BatchItem, find_videos, probe_file, run_batch
-from vidtoon.cli import main
 from vidtoon.models import export_generator, load_generator
 from vidtoon.networks.fast import FastGenerator
+from clirun import run_cli as run
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +51,6 @@ def _tree(root: Path, clips: dict[str, Path]) -> Path:
     return root
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _frames(path: Path) -> int:

@@ -15,25 +15,12 @@ from mediagen import make_video
 from rich.console import Console
 
 from vidtoon import __version__
-from vidtoon.cli import main
 from vidtoon.progress import format_size, progress_bar
+from clirun import run_cli as run
 
 SUMMARY = re.compile(r"^Wrote (.+): (\d+) frames in [\d.]+ s \([\d.]+ fps\), [\d.]+ (B|KiB|MiB|GiB)$")
 
 
-def run(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the real CLI in-process; conversions on the PyTorch engine unless ``--engine`` is given
-    (``auto`` may pick ONNX Runtime, whose first use exports the model: see test_python_m_vidtoon_end_to_end)."""
-    args = list(args)
-    if args and args[0] == "convert" and "--engine" not in args:
-        args += ["--engine", "torch"]
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_convert_default_output_and_summary(tmp_path: Path, tiny_model: Path, capsys) -> None:

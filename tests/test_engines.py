@@ -145,8 +145,11 @@ def test_pick_engine_errors():
 
 def test_choose_engine_probes_the_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(engines, "available", lambda pkg: pkg in {"tensorrt", "onnxruntime"})
+    monkeypatch.setattr(engines, "available", lambda pkg: pkg in {"tensorrt", "onnxruntime", "onnx", "onnxscript"})
     assert choose_engine("auto")[:2] == ("tensorrt", "cuda")
+    # without the exporter (onnxscript) neither ONNX-based engine can start
+    monkeypatch.setattr(engines, "available", lambda pkg: pkg in {"tensorrt", "onnxruntime", "onnx"})
+    assert choose_engine("auto")[:2] == ("torch", "cuda")
     monkeypatch.setattr(engines, "available", lambda pkg: False)
     assert choose_engine("auto")[:2] == ("torch", "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -154,6 +157,8 @@ def test_choose_engine_probes_the_machine(monkeypatch):
     assert choose_engine("auto")[:2] == ("torch", "cpu")
     monkeypatch.setattr(engines, "available", lambda pkg: True)
     assert choose_engine("auto")[:2] == ("onnxruntime", "cpu")
+    monkeypatch.setattr(engines, "available", lambda pkg: pkg != "onnxscript")
+    assert choose_engine("auto")[:2] == ("torch", "cpu")
 
 
 def test_create_engine_auto_on_this_machine(cache_dir):

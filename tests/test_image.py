@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vidtoon.cli import main
 from vidtoon.models import export_generator
 from vidtoon.networks.fast import FastGenerator
+from clirun import run_cli as run
 
 
 def _tiny_model(path: Path, perturb: bool) -> Path:
@@ -35,14 +35,6 @@ def toon_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("m") / "toon.pt", perturb=True)
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _picture(w: int, h: int) -> np.ndarray:

@@ -6,11 +6,11 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from trainer.edges import edge_promote, surface_target
 from vidtoon.errors import VidtoonError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -79,7 +79,7 @@ def load_folder(files: list[Path], crop: int, report: LoadReport) -> list[np.nda
     return images
 
 
-def cached(images: list[np.ndarray], files: list[Path], fn, tag: str, cache_dir: Path) -> list[np.ndarray]:
+def cached(images: list[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], tag: str, cache_dir: Path) -> list[np.ndarray]:
     """Apply ``fn`` to each image once; results are cached as PNG keyed by image content and ``tag``."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     out = []

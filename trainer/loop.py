@@ -62,10 +62,10 @@ def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[st
             raise VidtoonError(f"too few {name}: {len(imgs)} readable image(s) for a batch of {opts.batch}")
     cache = Path(opts.out) / ".cache"
     log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
-    smoothed = cached(cartoons, [], edge_promote, "edge-promote-v1", cache / "edges")
+    smoothed = cached(cartoons, edge_promote, "edge-promote-v1", cache / "edges")
     log(f"surface targets and outlines for {len(photos)} photos (cached)")
-    targets = cached(photos, [], surface_target, "surface-v5", cache / "surface")
-    lines = cached(photos, [], line_image, "lines-v1", cache / "lines")
+    targets = cached(photos, surface_target, "surface-v5", cache / "surface")
+    lines = cached(photos, line_image, "lines-v1", cache / "lines")
     return Data(PairSampler([photos, targets, lines], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
                 sample_photos(photos), reports)
 
