@@ -83,20 +83,13 @@ def test_onnxruntime_engine_takes_an_onnx_file_and_caches(cache_dir):
             from_net.infer(batch.astype(np.float32))
 
 
-def test_default_threads_leave_a_core():
+def test_default_threads():
     pytest.importorskip("onnxruntime")
     from engines.onnxruntime_engine import default_threads
 
-    assert [default_threads(c) for c in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert [default_threads(c, reserve=1) for c in (1, 2, 4, 16)] == [1, 1, 3, 15]
     assert default_threads(8, reserve=2) == 6
-    assert default_threads(2, reserve=0) == 2
-
-
-def test_heavy_generators_get_every_core():
-    pytest.importorskip("onnxruntime")
-    from engines.onnxruntime_engine import HEAVY_MACS_PER_PIXEL, macs_per_pixel
-
-    assert macs_per_pixel(FastGenerator()) < HEAVY_MACS_PER_PIXEL < macs_per_pixel(CartoonGANGenerator())
+    assert default_threads(2) == 2
 
 
 # ---- registry and --engine auto --------------------------------------------------------------------------
