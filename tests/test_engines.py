@@ -19,17 +19,11 @@ from engines.cache import (
 from engines.tensorrt_engine import plan_path, profile_shapes
 from engines.torch_engine import TorchEngine
 from vidtoon.errors import VidtoonError
-from vidtoon.networks import CartoonGANGenerator, FastGenerator
+from nets import tiny
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    net = FastGenerator(width=8, width_low=8, n_res=1) if arch == "fast" else CartoonGANGenerator(width=4, n_res=1)
-    for p in net.parameters():
-        p.data.normal_(0, 0.1)
-    return net.eval()
 
 
 def frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -20,16 +20,10 @@ from engines.onnx_export import (
     generator_hash,
 )
 from vidtoon.models import export_generator
-from vidtoon.networks import CartoonGANGenerator, FastGenerator, PadToMultiple
+from vidtoon.networks import PadToMultiple
+from nets import tiny
 
 
-def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
-    """A few-channel generator with random weights (the fast one's zero last layer perturbed)."""
-    torch.manual_seed(seed)
-    net = FastGenerator(width=8, width_low=8, n_res=1) if arch == "fast" else CartoonGANGenerator(width=4, n_res=1)
-    for p in net.parameters():
-        p.data.normal_(0, 0.1)
-    return net.eval()
 
 
 @pytest.fixture(scope="module", params=["fast", "cartoongan"])
