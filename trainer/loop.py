@@ -125,7 +125,8 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
         run = new_run_dir(opts.out, opts.arch)
     elif ckpt is None:
         run = Path(opts.out)  # other ranks never write
-    (run / "options.json").write_text(opts.to_json()) if rank == 0 else None
+    if rank == 0:
+        (run / "options.json").write_text(opts.to_json())
 
     G = build_generator(opts.arch, **opts.g_config).to(device)
     D = PatchDiscriminator(opts.d_width, opts.d_spectral).to(device)

@@ -53,9 +53,10 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_steps, steps, batch, crop, lr, init_lr,
-              lr_decay_every, gan_loss, content_net, content_weights, content_weight, surface_weight, flat_weight, d_width, spectral,
-              cartoon_kinds, holdout, sample_every, checkpoint_every, device, threads, seed, dry_run, debug):
+def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_steps, steps, batch, crop, lr,
+              init_lr, lr_decay_every, gan_loss, content_net, content_weights, content_weight, surface_weight,
+              flat_weight, d_width, spectral, cartoon_kinds, holdout, sample_every, checkpoint_every, device,
+              threads, seed, dry_run, debug):
     """Train a CartoonGAN generator (initialization phase, then edge-promoting adversarial phase).
 
     Writes a numbered run folder under --out: options.json, checkpoints/latest.pt, results/ sample grids,
