@@ -40,7 +40,7 @@ class ConvertOptions:
     # replace an existing output file
     overwrite: bool = False
     # temporal flicker stabilization (vidtoon.stabilize) of the stylized frames
-    stabilize: bool = False
+    stabilize: bool = True
     # its strength, 0..1 (weight of the motion-compensated previous output)
     stabilize_strength: float = 0.6
 

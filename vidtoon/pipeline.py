@@ -250,6 +250,10 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
         def encode() -> None:
             while (item := _get(q_out, stop)) is not _END:
                 if isinstance(item, VideoItem):
+                    if stabilizer is not None:
+                        # here rather than after inference: it then overlaps the next batch's inference
+                        # (OpenCV releases the GIL), and frames arrive in order, as it needs
+                        item.rgb, item.source = stabilizer.apply(item.source, item.rgb), None
                     writer.write(item.rgb, item.pts, item.duration)
                 else:
                     tracks[item.stream.index].push(item)
@@ -270,7 +274,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
             if n_video == batch or (item is _END and pending):
-                _stylize(engine, pending, stabilizer)
+                _stylize(engine, pending, keep_source=stabilizer is not None)
                 for p in pending:
                     _put(q_out, p, stop)
                 pending, n_video = [], 0
@@ -304,15 +308,20 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     return _finish(job, tmp, writer.frames, seconds, reader, total, progress)
 
 
-def _stylize(engine: Engine, items: list[Any], stabilizer: Any) -> None:
-    """Replace the RGB of the video items in ``items`` with their stylized version (one engine call)."""
+def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
+    """Replace the RGB of the video items in ``items`` with their stylized version (one engine call).
+
+    ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer needs it).
+    """
     frames = [it for it in items if isinstance(it, VideoItem)]
     if not frames:
         return
     batch = np.stack([f.rgb for f in frames])
     toon = engine.infer(batch)
     for f, t in zip(frames, toon, strict=True):
-        f.rgb = stabilizer.apply(f.rgb, t) if stabilizer is not None else t
+        if keep_source:
+            f.source = f.rgb
+        f.rgb = t
 
 
 def _close_quietly(out: av.container.OutputContainer) -> None:
@@ -369,7 +378,7 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
             engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
             max_side: int | None = None, crf: int = 18, preset: str = "veryfast", codec: str = "libx264",
             start: float | None = None, end: float | None = None, audio: bool = True, overwrite: bool = False,
-            stabilize: bool = False, stabilize_strength: float = 0.6,
+            stabilize: bool = True, stabilize_strength: float = 0.6,
             progress: Callable[[int, int | None], None] | None = None,
             generator: Any | None = None) -> ConvertResult:
     """Convert ``input`` to a cartoon video at ``output`` (default ``<stem>_toon.mp4`` beside it).

@@ -33,8 +33,8 @@ __all__ = ["Stabilizer"]
 # photometric error (max over RGB of |warped previous input - current input|, 0..255, on the small frames)
 # below _PHOTO_LO keeps the full weight, above _PHOTO_HI gives weight 0: compression noise sits well under
 # _PHOTO_LO, a misplaced edge or a new object well above _PHOTO_HI
-_PHOTO_LO = 6.0
-_PHOTO_HI = 16.0
+_PHOTO_LO = 10.0
+_PHOTO_HI = 24.0
 # below this fraction of reliable pixels the flow explains too little of the frame: treat it as a cut
 _MIN_RELIABLE = 0.15
 _HIST_BINS = 32

@@ -66,6 +66,7 @@ class VideoItem:
     rgb: np.ndarray  # H x W x 3 uint8
     pts: int  # in VideoInfo.time_base, already shifted by --start
     duration: int  # in VideoInfo.time_base (0 when unknown)
+    source: np.ndarray | None = None  # the decoded frame, kept after stylization only for the stabilizer
 
 
 @dataclass
