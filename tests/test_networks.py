@@ -36,6 +36,37 @@ def test_generators_take_any_size(arch: str, size: tuple[int, int]) -> None:
     assert y.min() >= -1.0 and y.max() <= 1.0
 
 
+@pytest.mark.parametrize("size", [(37, 53), (5, 7), (1, 1), (90, 160)])
+def test_fast_generator_options_take_any_size(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    net = FastGenerator(**TINY["fast"], ink_refine=True, edge_aware=True)
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    net.eval()
+    x = torch.rand(2, 3, *size) * 2 - 1
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape and torch.isfinite(y).all() and y.abs().max() <= 1.0
+    assert net.config == {**TINY["fast"], "ink_refine": True, "edge_aware": True}
+
+
+def test_edge_aware_flat_path_keeps_borders_sharp() -> None:
+    # the flat colour image of a noisy two-region picture: flat inside each region (the noise averaged
+    # away), and the border as sharp as the photo's, where bilinear upsampling spreads it over 4+ pixels
+    from vidtoon.networks.fast import EdgeAwareFlat
+
+    torch.manual_seed(0)
+    x = torch.full((1, 3, 64, 64), -0.5)
+    x[..., 30:] = 0.5
+    x = x + 0.05 * torch.randn_like(x)
+    mean4 = torch.nn.functional.avg_pool2d(x, 4)
+    flat = EdgeAwareFlat(width=8)(x, mean4, mean4, torch.zeros(1, 8, 16, 16)).detach()
+    bilinear = torch.nn.functional.interpolate(mean4, scale_factor=4.0, mode="bilinear", align_corners=False)
+    assert flat[..., 4:26].std() < 0.5 * x[..., 4:26].std()  # noise flattened inside a region
+    assert (flat[..., 29] - x[..., 29]).abs().mean() < 0.1 and (flat[..., 30] - x[..., 30]).abs().mean() < 0.1
+    assert (bilinear[..., 29] - x[..., 29]).abs().mean() > 0.2  # what the edge-aware path avoids
+
+
 def test_fast_generator_takes_a_single_pixel() -> None:
     # (the paper generator needs 5 px: its reflection padding at 1/4 size needs 2 px there)
     net = FastGenerator(**TINY["fast"]).eval()
@@ -53,6 +84,26 @@ def test_generators_are_per_frame() -> None:
             together = net(x)
             alone = torch.cat([net(x[i : i + 1]) for i in range(3)])
         torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_ink_refine_starts_as_the_same_function_then_draws_per_pixel() -> None:
+    torch.manual_seed(0)
+    plain = FastGenerator(**TINY["fast"])
+    for p in plain.parameters():
+        p.data.normal_(0, 0.1)
+    refined = FastGenerator(**TINY["fast"], ink_refine=True)
+    missing = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert missing.missing_keys == ["ink_refine.weight", "ink_refine.bias"] and not missing.unexpected_keys
+    plain.eval(), refined.eval()
+    x = torch.rand(1, 3, 37, 53) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(refined(x), plain(x))
+        # ink where the photo's gradient is strong: a vertical step gets a dark line only around the step
+        refined.ink_refine.weight[0, 2] = 10.0
+        step = torch.full((1, 3, 32, 32), 0.8)
+        step[..., 16:] = -0.2
+        delta = (plain(step) - refined(step)).mean((0, 1, 2))
+    assert delta[14:18].min() > 0.1 and delta[:10].abs().max() < 1e-4 and delta[22:].abs().max() < 1e-4
 
 
 def test_discriminator_is_a_quarter_size_patch_classifier() -> None:

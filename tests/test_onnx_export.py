@@ -26,7 +26,7 @@ from nets import tiny
 
 
 
-@pytest.fixture(scope="module", params=["fast", "cartoongan"])
+@pytest.fixture(scope="module", params=["fast", "fast-full", "cartoongan"])
 def exported(request, tmp_path_factory) -> tuple[torch.nn.Module, Path]:
     net = tiny(request.param)
     path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"

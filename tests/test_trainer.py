@@ -154,6 +154,12 @@ def test_init_from_starts_from_another_run(data, tmp_path: Path) -> None:
     src = torch.load(base / "checkpoints" / "latest.pt", weights_only=False)["params_ema"]
     g = torch.load(tuned / "checkpoints" / "latest.pt", weights_only=False)["params"]
     assert all(torch.allclose(src[k], g[k], atol=1e-6) for k in src)
+    # a generator with a new layer starts from a run without it; the layer keeps its (zero) initialization
+    said.clear()
+    grown = train(_opts(data, tmp_path / "grown", init_from=str(base), init_steps=0, steps=1, lr=1e-12, init_lr=1e-12,
+                        g_config={**TINY_G, "ink_refine": True}), log=said.append)
+    assert any("new layers at their initialization: ink_refine.weight" in m for m in said)
+    assert (grown / "checkpoints" / "latest.pt").is_file()
     fresh = train(_opts(data, tmp_path / "fresh", init_steps=0, steps=1, lr=1e-12, init_lr=1e-12), log=lambda m: None)
     f = torch.load(fresh / "checkpoints" / "latest.pt", weights_only=False)["params"]
     assert not all(torch.allclose(src[k], f[k], atol=1e-6) for k in src)

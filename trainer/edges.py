@@ -29,14 +29,14 @@ def edge_promote(rgb: np.ndarray, low: int = 100, high: int = 200, dilate: int =
     return out
 
 
-def line_map(rgb: np.ndarray, edge_low: int = 80, edge_high: int = 160) -> np.ndarray:
+def line_map(rgb: np.ndarray, edge_low: int = 50, edge_high: int = 120) -> np.ndarray:
     """Outline strength in [0, 1] (HxW float32): anti-aliased Canny edges of the bilateral-smoothed photo."""
     smooth = cv2.bilateralFilter(rgb, 9, 50, 7)
     edges = cv2.Canny(cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY), edge_low, edge_high)
     return cv2.GaussianBlur(edges.astype(np.float32) / 255.0, (3, 3), 0.6).clip(0, 1)
 
 
-def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, line_strength: float = 0.7) -> np.ndarray:
+def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, line_strength: float = 1.0) -> np.ndarray:
     """Flatten a photo into flat colour regions with thin dark outlines (HxWx3 uint8 in and out).
 
     Edge-preserving smoothing (bilateral), then mean-shift filtering (``spatial``/``color`` radii) merges

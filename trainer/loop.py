@@ -64,8 +64,8 @@ def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[st
     log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
     smoothed = cached(cartoons, edge_promote, "edge-promote-v1", cache / "edges")
     log(f"surface targets and outlines for {len(photos)} photos (cached)")
-    targets = cached(photos, surface_target, "surface-v5", cache / "surface")
-    lines = cached(photos, line_image, "lines-v1", cache / "lines")
+    targets = cached(photos, surface_target, "surface-v6", cache / "surface")
+    lines = cached(photos, line_image, "lines-v2", cache / "lines")
     return Data(PairSampler([photos, targets, lines], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
                 sample_photos(photos), reports)
 
@@ -85,13 +85,19 @@ def _init_from(source: str, G: nn.Module, D: nn.Module, ema: EMA, log: Callable[
                                                                               weights_only=False)
     weights = ckpt.get("params_ema") or ckpt["params"]
     try:
-        G.load_state_dict(weights)
-        ema.module.load_state_dict(weights)
+        # non-strict: a generator with an added layer (e.g. ink_refine) starts from a run without it;
+        # the new layer keeps its initialization. Shape mismatches still raise.
+        missing = G.load_state_dict(weights, strict=False)
+        ema.module.load_state_dict(weights, strict=False)
         if "params_d" in ckpt:
             D.load_state_dict(ckpt["params_d"])
     except RuntimeError as exc:
         raise VidtoonError(f"--init-from {source}: weights do not fit this architecture ({exc})") from exc
-    log(f"initialised from {source} (step {ckpt.get('step', '?')})")
+    if missing.unexpected_keys:
+        raise VidtoonError(f"--init-from {source}: weights do not fit this architecture "
+                           f"(unexpected {', '.join(missing.unexpected_keys)})")
+    new = f"; new layers at their initialization: {', '.join(missing.missing_keys)}" if missing.missing_keys else ""
+    log(f"initialised from {source} (step {ckpt.get('step', '?')}){new}")
 
 
 def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | None = None,

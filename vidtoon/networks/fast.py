@@ -36,6 +36,57 @@ class _DWRes(nn.Module):
         return x + self.body(x)
 
 
+def _box3(t: torch.Tensor) -> torch.Tensor:
+    """3x3 mean with replicated borders."""
+    return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, 1)
+
+
+class EdgeAwareFlat(nn.Module):
+    """Flat colour regions with sharp borders, for the fast generator (``edge_aware=True``).
+
+    At 1/4 resolution, the colour image is diffused ``iters`` times between 4-neighbours with conductances
+    exp(-|guide difference|^2 / 2 sigma^2), where the guide is the photo's 4x4 block means plus a learned
+    correction: colours merge inside regions and stop at edges (a few steps of anisotropic diffusion,
+    like the bilateral/mean-shift flattening of cartoon filters). Then it is brought to full resolution
+    by a fast guided filter (He et al. 2013; Wu et al. 2018): a local linear model colour ~ A * photo + b,
+    fitted in 3x3 windows at 1/4 resolution, upsampled and applied to the full-resolution photo, so region
+    borders fall exactly on the photo's edges instead of being blurred over 4 pixels by bilinear upsampling.
+    Measured as a fixed filter on held-out photos: KID to cartoon art 101 (bilinear: 111).
+    Parameter-free apart from the guide correction (zero-initialised) and sigma; cheap because everything
+    but the final A * photo + b runs at 1/16 of the pixels.
+    """
+
+    def __init__(self, width: int, iters: int = 8, sigma: float = 0.1, eps: float = 1e-2) -> None:
+        super().__init__()
+        self.iters, self.eps = iters, eps
+        self.guide = nn.Conv2d(width, 3, 1)
+        nn.init.zeros_(self.guide.weight)
+        nn.init.zeros_(self.guide.bias)
+        self.log_sigma = nn.Parameter(torch.tensor(float(sigma)).log())
+
+    def forward(self, x: torch.Tensor, mean4: torch.Tensor, low: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+        g = mean4 + self.guide(f4)
+        h, w = g.shape[-2:]
+        gp = F.pad(g, (1, 1, 1, 1), mode="replicate")
+        shifts = ((0, 1), (2, 1), (1, 0), (1, 2))  # up, down, left, right (offsets into the padded map)
+        inv = -0.5 * torch.exp(-2.0 * self.log_sigma)
+        weights = [torch.exp(inv * (gp[..., dy:dy + h, dx:dx + w] - g).pow(2).sum(1, keepdim=True))
+                   for dy, dx in shifts]
+        norm = 1.0 / (1.0 + weights[0] + weights[1] + weights[2] + weights[3])
+        v = low
+        for _ in range(self.iters):
+            vp = F.pad(v, (1, 1, 1, 1), mode="replicate")
+            acc = v
+            for (dy, dx), wt in zip(shifts, weights):
+                acc = acc + wt * vp[..., dy:dy + h, dx:dx + w]
+            v = acc * norm
+        mg, mv = _box3(mean4), _box3(v)
+        a = (_box3(mean4 * v) - mg * mv) / (_box3(mean4 * mean4) - mg * mg + self.eps)
+        b = mv - a * mg
+        up = lambda t: F.interpolate(t, scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
+        return up(a) * x + up(b)
+
+
 class FastGenerator(nn.Module):
     """Fast CartoonGAN-style generator. NCHW RGB in [-1, 1] in and out, any H and W.
 
@@ -54,9 +105,15 @@ class FastGenerator(nn.Module):
     Starts close to the identity (g ~ 0.88, c = the photo's 4x4 block means, r = 0, k ~ 0).
     """
 
-    def __init__(self, width: int = 32, width_low: int = 64, n_res: int = 4) -> None:
+    def __init__(self, width: int = 32, width_low: int = 64, n_res: int = 4, ink_refine: bool = False,
+                 edge_aware: bool = False) -> None:
         super().__init__()
         self.config = {"width": width, "width_low": width_low, "n_res": n_res}
+        # optional parts only appear in the config when on, so older checkpoints keep their exact config
+        if ink_refine:
+            self.config["ink_refine"] = True
+        if edge_aware:
+            self.config["edge_aware"] = True
         self.pad = PadToMultiple(8)
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
@@ -76,6 +133,17 @@ class FastGenerator(nn.Module):
             # gate = sigmoid(2) ~ 0.88: close to the identity, yet in the sigmoid's responsive range
             self.out.bias[:16] = 2.0
             self.out.bias[16:32] = -5.0  # ink = sigmoid(-5) ~ 0.007
+        # ``ink_refine``: one 3x3 convolution at full resolution over (ink logit, luma, gradient magnitude).
+        # The ink predicted per 4x4 block comes from 32 features through a linear map, which blurs line
+        # positions; this layer can sharpen them where the photo's gradient peaks (a ridge detector on the
+        # gradient magnitude) for 27 multiply-adds per pixel. Zero-initialised: starts as the same function.
+        self.ink_refine = nn.Conv2d(3, 1, 3, 1, 1) if ink_refine else None
+        if self.ink_refine is not None:
+            nn.init.zeros_(self.ink_refine.weight)
+            nn.init.zeros_(self.ink_refine.bias)
+        # ``edge_aware``: the flat colour image is smoothed inside regions and upsampled along the photo's
+        # edges (see _edge_aware_flat) instead of bilinearly, which blurs every region border over 4 px
+        self.edge_aware = EdgeAwareFlat(width) if edge_aware else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xp, size = self.pad.pad(x)
@@ -85,10 +153,17 @@ class FastGenerator(nn.Module):
         f8 = self.body(self.down(F.pixel_unshuffle(f4, 2)))
         f4 = self.dec(f4 + F.pixel_shuffle(self.up(f8), 2))
         o = F.pixel_shuffle(self.out(f4), 4)
-        gate, ink, corr = torch.sigmoid(o[:, :1]), torch.sigmoid(o[:, 1:2]), o[:, 2:]
+        ink_logit = o[:, 1:2]
+        if self.ink_refine is not None:
+            ink_logit = ink_logit + self.ink_refine(torch.cat([ink_logit, gray[..., 1:-1, 1:-1], edges], 1))
+        gate, ink, corr = torch.sigmoid(o[:, :1]), torch.sigmoid(ink_logit), o[:, 2:]
         # the flat colour image starts as the photo's 4x4 block means and learns a correction
-        low = F.avg_pool2d(xp, 4) + self.color(f4)
-        flat = F.interpolate(low, scale_factor=4.0, mode="bilinear", align_corners=False)
+        mean4 = F.avg_pool2d(xp, 4)
+        low = mean4 + self.color(f4)
+        if self.edge_aware is not None:
+            flat = self.edge_aware(xp, mean4, low, f4)
+        else:
+            flat = F.interpolate(low, scale_factor=4.0, mode="bilinear", align_corners=False)
         y = flat + gate * (xp - flat) + corr
         y = (y + 1.0) * (1.0 - ink) - 1.0  # ink darkens towards black
         if not self.training:
