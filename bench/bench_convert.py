@@ -17,7 +17,9 @@ memory-flatness check: convert a 1-minute and a 5-minute 360p clip and compare p
     python bench/bench_convert.py --sizes 720 --seconds 2 --no-paper
     python bench/bench_convert.py --write bench/RESULTS.md
 
-Without ``--model`` the generators carry random weights (speed does not depend on them).
+The fast generator is the shipped default model (its architecture is what users run; ``--model random``
+times random weights of the plain default size instead); the paper generator carries random weights
+(speed does not depend on them).
 """
 from __future__ import annotations
 
@@ -102,7 +104,7 @@ class Row:
 
 
 def make_generator(arch: str, model: str | None) -> torch.nn.Module:
-    if model:
+    if model and model != "random":
         from vidtoon.models import load_generator
 
         return load_generator(model)
@@ -241,7 +243,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of the generated clips (fast generator)")
     ap.add_argument("--engines", nargs="+", default=["onnxruntime", "torch"])
     ap.add_argument("--convert-engines", nargs="+", help="engines timed end to end (default: all of --engines)")
-    ap.add_argument("--model", help="checkpoint of the fast generator (default: random weights)")
+    ap.add_argument("--model", default="default", help="the fast generator to time: a model name or checkpoint "
+                    "(default: the shipped default model; \"random\": random weights of the default size)")
     ap.add_argument("--model-seconds", type=float, default=4.0, help="timing budget of each model-alone measure")
     ap.add_argument("--no-paper", action="store_true", help="skip the paper generator")
     ap.add_argument("--paper-frames", type=int, default=6, help="frames (at 360p) for the paper generator")

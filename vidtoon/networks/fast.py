@@ -36,6 +36,17 @@ class _DWRes(nn.Module):
         return x + self.body(x)
 
 
+def _unshuffle_conv(x: torch.Tensor, conv: nn.Conv2d, r: int) -> torch.Tensor:
+    """``conv(pixel_unshuffle(x, r))`` for a 1x1 ``conv``, computed as one r x r convolution of stride r.
+
+    The same numbers (pixel-unshuffle puts input channel c, block position (i, j) at channel
+    c*r*r + i*r + j, which is exactly the order of a kernel's (c, i, j) weights), but without the 6-D
+    transpose that pixel-unshuffle exports to: measured 12% of the fast generator's time in ONNX Runtime.
+    """
+    w = conv.weight.reshape(conv.out_channels, x.shape[1], r, r)
+    return F.conv2d(x, w, conv.bias, stride=r)
+
+
 def _box3(t: torch.Tensor) -> torch.Tensor:
     """3x3 mean with replicated borders."""
     return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, 1)
@@ -149,8 +160,8 @@ class FastGenerator(nn.Module):
         xp, size = self.pad.pad(x)
         gray = F.pad(xp.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
         edges = F.conv2d(gray, self.sobel).abs().sum(1, keepdim=True)
-        f4 = self.enc(F.pixel_unshuffle(torch.cat([xp, edges], 1), 4))
-        f8 = self.body(self.down(F.pixel_unshuffle(f4, 2)))
+        f4 = self.enc[1:](_unshuffle_conv(torch.cat([xp, edges], 1), self.enc[0], 4))
+        f8 = self.body(self.down[1:](_unshuffle_conv(f4, self.down[0], 2)))
         f4 = self.dec(f4 + F.pixel_shuffle(self.up(f8), 2))
         o = F.pixel_shuffle(self.out(f4), 4)
         ink_logit = o[:, 1:2]
