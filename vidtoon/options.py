@@ -66,8 +66,11 @@ class ConvertOptions:
             raise VidtoonError("--codec must name an encoder (e.g. libx264)")
         return self
 
-    def batch_for(self, device: str) -> int:
-        """The batch size to use on ``device`` (the option, or 4 on the CPU and 8 on a GPU)."""
+    def batch_for(self, device: str, preferred: int | None = None) -> int:
+        """The batch size to use on ``device``: the option; else the engine's ``preferred`` batch size; else
+        4 on the CPU and 8 on a GPU."""
         if self.batch_size is not None:
             return self.batch_size
+        if preferred:
+            return preferred
         return 8 if device.startswith("cuda") else 4
