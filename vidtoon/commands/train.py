@@ -21,7 +21,8 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--cartoons", type=click.Path(file_okay=False), help="Folder of cartoon images.")
 @click.option("--arch", type=click.Choice(["fast", "cartoongan"]), default="fast", show_default=True,
               help="Generator: the fast one (CPU/real time) or the paper's.")
-@click.option("--g-config", multiple=True, metavar="KEY=INT", help="Generator size, e.g. width=32 (repeatable).")
+@click.option("--g-config", multiple=True, metavar="KEY=INT",
+              help="Generator size and options, e.g. width=32, edge_aware=1, ink_refine=1 (repeatable).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of numbered run folders.")
 @click.option("--init-from", type=click.Path(exists=True), help="Start from this run/checkpoint (fine-tune).")
 @click.option("--resume", "resume", type=click.Path(exists=True, file_okay=False), help="Continue this run folder.")
