@@ -61,6 +61,27 @@ def test_convert_stabilize_flag(tmp_path: Path, tiny_model: Path, capsys) -> Non
     assert SUMMARY.match(out.strip())
 
 
+def test_stabilizer_is_on_by_default_and_can_be_turned_off(tmp_path: Path, tiny_model: Path, capsys,
+                                                          monkeypatch) -> None:
+    from vidtoon.stabilize import Stabilizer
+
+    calls = {"n": 0}
+    real = Stabilizer.apply
+
+    def counting(self, src, toon):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real(self, src, toon)
+
+    monkeypatch.setattr(Stabilizer, "apply", counting)
+    src = make_video(tmp_path / "in.mp4", frames=8, audio=None)
+    code, _, err = run(["convert", src, "-o", tmp_path / "a.mp4", "--model", tiny_model], capsys)
+    assert code == 0, err
+    assert calls["n"] == 8  # every frame, in the default run
+    code, _, err = run(["convert", src, "-o", tmp_path / "b.mp4", "--model", tiny_model, "--no-stabilize"], capsys)
+    assert code == 0, err
+    assert calls["n"] == 8
+
+
 @pytest.mark.slow
 def test_python_m_vidtoon_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
     # the whole user path: a new process, console entry, --engine auto (whatever it picks here)
@@ -134,3 +155,12 @@ def test_real_clip_part(tmp_path: Path, tiny_model: Path, capsys) -> None:
         assert v.average_rate == Fraction(30000, 1001)
         assert (a.codec_context.name, a.rate) == ("aac", 48000)
         assert sum(1 for _ in c.decode(v)) == 30  # frames at 0 .. 0.968 s
+
+
+def test_batch_size_follows_the_engine_unless_given() -> None:
+    from vidtoon.options import ConvertOptions
+
+    assert ConvertOptions().batch_for("cpu (2 threads)", preferred=1) == 1  # ONNX Runtime on a CPU
+    assert ConvertOptions().batch_for("cpu", preferred=None) == 4
+    assert ConvertOptions().batch_for("cuda:0", preferred=None) == 8
+    assert ConvertOptions(batch_size=3).batch_for("cpu", preferred=1) == 3
