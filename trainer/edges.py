@@ -37,7 +37,7 @@ def line_map(rgb: np.ndarray, edge_low: int = 50, edge_high: int = 120) -> np.nd
 
 
 def surface_target(rgb: np.ndarray, spatial: int = 8, color: int = 28, line_strength: float = 1.0) -> np.ndarray:
-    """Flatten a photo into flat colour regions with thin dark outlines (HxWx3 uint8 in and out).
+    """Flatten a photo into flat colour regions with thin black outlines (HxWx3 uint8 in and out).
 
     Edge-preserving smoothing (bilateral), then mean-shift filtering (``spatial``/``color`` radii) merges
     similar neighbouring colours into flat regions; outlines (:func:`line_map`) darken the flat image by up
