@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 #: bump when the export wrapper or the file layout changes, so old cached files are not picked up
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: grouped stencils in the fast generator's export
+
+#: ONNX metadata key of an aligned graph (engines.onnx_export.export_onnx): the multiple its height and width
+#: must be; the ONNX Runtime engine pads frames to it
+MULTIPLE_KEY = "vidtoon_multiple"
 
 
 def user_cache_dir() -> Path:
@@ -73,11 +77,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def onnx_cache_name(weights: str, *, fp16: bool, opset: int, torch_version: str) -> str:
-    """File name of a cached ONNX export: keyed by the weights hash, precision, opset and exporter version."""
+def onnx_cache_name(weights: str, *, fp16: bool, opset: int, torch_version: str, aligned: bool = False) -> str:
+    """File name of a cached ONNX export: keyed by the weights hash, precision, opset, exporter version and
+    whether the graph is the aligned (unpadded) variant."""
     precision = "fp16" if fp16 else "fp32"
-    key = _digest({"v": CACHE_VERSION, "weights": weights, "precision": precision, "opset": opset, "torch": torch_version})
-    return f"{weights[:16]}-{precision}-opset{opset}-{key[:12]}.onnx"
+    key = _digest({"v": CACHE_VERSION, "weights": weights, "precision": precision, "opset": opset, "torch": torch_version,
+                   "aligned": aligned})
+    return f"{weights[:16]}-{precision}{'-aligned' if aligned else ''}-opset{opset}-{key[:12]}.onnx"
 
 
 def tensorrt_cache_name(

@@ -77,6 +77,27 @@ def test_onnxruntime_engine_takes_an_onnx_file_and_caches(cache_dir):
             from_net.infer(batch.astype(np.float32))
 
 
+def test_onnxruntime_engine_pads_for_an_aligned_graph_and_keeps_a_general_one_working(cache_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from engines.onnx_export import export_onnx
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    net = tiny("fast")
+    general = tmp_path / "general.onnx"
+    export_onnx(net, general)  # what `vidtoon export` writes: any size, pads inside
+    with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, threads=1) as aligned, \
+            OnnxRuntimeEngine(general, threads=1) as from_file:
+        assert aligned.aligned and aligned.multiple == 8 and not from_file.aligned
+        for shape in [(1, 21, 30), (1, 40, 56), (2, 9, 13), (1, 21, 30)]:
+            batch = frames(*shape)
+            ref = ref_engine.infer(batch).astype(int)
+            for engine in (aligned, from_file):
+                out = engine.infer(batch)
+                assert out.shape == batch.shape and np.abs(out.astype(int) - ref).max() <= 1
+        # one session specialised per input shape, the last two kept
+        assert len(aligned._shaped) == 2 and list(aligned._shaped)[-1] == (1, 3, 24, 32)
+
+
 def test_default_threads():
     pytest.importorskip("onnxruntime")
     from engines.onnxruntime_engine import default_threads
@@ -184,9 +205,10 @@ def test_weights_hash_follows_every_weight():
 def test_onnx_cache_name_changes_with_each_part():
     base = dict(weights="ab" * 32, fp16=False, opset=18, torch_version="2.14.1")
     names = {onnx_cache_name(**base)}
-    for change in [dict(weights="cd" * 32), dict(fp16=True), dict(opset=19), dict(torch_version="2.15.0")]:
+    for change in [dict(weights="cd" * 32), dict(fp16=True), dict(opset=19), dict(torch_version="2.15.0"),
+                   dict(aligned=True)]:
         names.add(onnx_cache_name(**{**base, **change}))
-    assert len(names) == 5
+    assert len(names) == 6
     assert onnx_cache_name(**base) == onnx_cache_name(**base)
 
 

@@ -106,6 +106,21 @@ def test_ink_refine_starts_as_the_same_function_then_draws_per_pixel() -> None:
     assert delta[14:18].min() > 0.1 and delta[:10].abs().max() < 1e-4 and delta[22:].abs().max() < 1e-4
 
 
+def test_grouped_stencils_compute_the_same_function() -> None:
+    # the export-only form of the Sobel and ink_refine stencils (grouped convolutions) must be exact
+    torch.manual_seed(0)
+    net = FastGenerator(**TINY["fast"], ink_refine=True, edge_aware=True).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.2)
+    x = torch.rand(2, 3, 29, 46) * 2 - 1
+    with torch.no_grad():
+        plain = net(x)
+        net.grouped_stencils = True
+        grouped = net(x)
+    assert plain.std() > 0.05  # a non-trivial output, so equality means something
+    torch.testing.assert_close(grouped, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_discriminator_is_a_quarter_size_patch_classifier() -> None:
     d = PatchDiscriminator(width=4)
     assert d(torch.rand(2, 3, 64, 96)).shape == (2, 1, 16, 24)

@@ -56,6 +56,28 @@ def test_axes_are_dynamic_and_named(exported):
     assert inp.type == "tensor(float)"
 
 
+@pytest.mark.parametrize("arch, multiple", [("fast-full", 8), ("cartoongan", 4)])
+def test_aligned_variant_has_no_padding_and_says_its_multiple(tmp_path, arch, multiple):
+    import onnx
+
+    net = tiny(arch)
+    report = export_onnx(net, tmp_path / "a.onnx", aligned=True)  # verified on sizes rounded up to the multiple
+    assert report.max_abs_diff <= FP32_ATOL
+    proto = onnx.load(str(tmp_path / "a.onnx"))
+    assert {p.key: p.value for p in proto.metadata_props} == {"vidtoon_multiple": str(multiple)}
+    assert proto.doc_string.startswith("vidtoon generator")
+    session = ort.InferenceSession(str(tmp_path / "a.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, f"{multiple}*h", f"{multiple}*w"]
+    x = torch.rand(1, 3, 3 * multiple, 5 * multiple) * 2 - 1
+    with torch.inference_mode():
+        ref = net(x).numpy()
+    assert np.abs(session.run(None, {"input": x.numpy()})[0] - ref).max() <= FP32_ATOL
+    # the general export pads inside: one more full-frame Pad than the aligned one
+    export_onnx(net, tmp_path / "g.onnx", verify=False)
+    pads = lambda path: sum(n.op_type == "Pad" for n in onnx.load(str(path)).graph.node)  # noqa: E731
+    assert pads(tmp_path / "g.onnx") == pads(tmp_path / "a.onnx") + 1
+
+
 def test_fp16_variant(tmp_path):
     net = tiny("fast")
     report = export_onnx(net, tmp_path / "g16.onnx", fp16=True)

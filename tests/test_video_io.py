@@ -314,3 +314,33 @@ def test_mediagen_frames_differ() -> None:
     # the synthetic clips must move, or frame-order tests would pass on shuffled output
     a, b = frame_image(0, 64, 48), frame_image(1, 64, 48)
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 5
+
+
+@pytest.mark.parametrize("device, threads", [("cpu", "1"), ("cuda:0 (fake)", None)])
+def test_x264_threads_follow_the_engine_device(tmp_path: Path, monkeypatch, device: str, threads: str | None) -> None:
+    # a CPU generator keeps the cores busy, so x264 gets one thread; next to a GPU it keeps its own threading
+    from engines.base import Engine
+    import vidtoon.pipeline as pipeline
+
+    class Passthrough(Engine):
+        name = "passthrough"
+
+        def infer(self, frames: np.ndarray) -> np.ndarray:
+            return frames
+
+    engine = Passthrough()
+    engine.device = device
+    seen: list[dict[str, str]] = []
+    real = pipeline.VideoWriter
+
+    def spy(out, info, size, codec, pix_fmt, options):  # noqa: ANN001, ANN202
+        seen.append(dict(options))
+        return real(out, info, size, codec, pix_fmt, options)
+
+    monkeypatch.setattr(pipeline, "VideoWriter", spy)
+    src = make_video(tmp_path / "in.mp4", frames=6)
+    _convert(src, tmp_path / "out.mp4", engine, batch_size=2)
+    assert len(seen) == 1 and seen[0].get("threads") == threads
+    assert seen[0]["preset"] == "veryfast" and seen[0]["crf"] == "18"
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6

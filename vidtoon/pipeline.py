@@ -240,7 +240,10 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     try:
         mux_opts = {"movflags": "+faststart"} if job.container in ("mp4", "mov") else {}
         out = av.open(str(tmp), "w", format=containers.CONTAINERS[job.container].muxer, options=mux_opts)
-        writer = VideoWriter(out, info, job.size, opts.codec, job.pix_fmt, job.encoder_opts)
+        enc_opts = job.encoder_opts
+        if not engine.device.startswith("cuda"):  # inference keeps the cores busy: see encoder_options
+            enc_opts = encoder_options(opts.codec, opts.crf, opts.preset, busy_cpu=True)
+        writer = VideoWriter(out, info, job.size, opts.codec, job.pix_fmt, enc_opts)
         tracks = open_tracks(out, reader.container, job.plans)
 
         def decode() -> None:
