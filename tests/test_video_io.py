@@ -344,3 +344,26 @@ def test_x264_threads_follow_the_engine_device(tmp_path: Path, monkeypatch, devi
     assert seen[0]["preset"] == "veryfast" and seen[0]["crf"] == "18"
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+def test_opencv_runs_single_threaded_during_a_cpu_convert_and_is_restored(tmp_path: Path) -> None:
+    import cv2
+    from engines.base import Engine
+
+    class Recording(Engine):
+        name = "recording"
+        seen: list[int] = []
+
+        def infer(self, frames: np.ndarray) -> np.ndarray:
+            self.seen.append(cv2.getNumThreads())
+            return frames
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        engine = Recording()
+        _convert(make_video(tmp_path / "in.mp4", frames=4), tmp_path / "out.mp4", engine, batch_size=2)
+        assert engine.seen == [1, 1]
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

@@ -49,6 +49,8 @@ _ERODE = 7
 # below this fraction of reliable pixels the flow explains too little of the frame: treat it as a cut
 _MIN_RELIABLE = 0.15
 _HIST_BINS = 32
+# remap's flag for maps that hold displacements rather than absolute coordinates (OpenCV >= 4.10)
+_RELATIVE_MAP: int | None = getattr(cv2, "WARP_RELATIVE_MAP", None)
 
 
 def _histogram(small_gray: np.ndarray) -> np.ndarray:
@@ -157,7 +159,12 @@ class Stabilizer:
         # small, then upsample it and add the pixel grid in place to get the remap coordinates
         flow_small = flow_small * np.array([w / sw, h / sh], np.float32)
         coords = cv2.resize(flow_small, (w, h), interpolation=cv2.INTER_LINEAR)
-        np.add(coords, pixel_grid(h, w), out=coords)
-        warped = cv2.remap(self._prev_out, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if _RELATIVE_MAP is not None:
+            # OpenCV >= 4.10 adds the pixel grid itself: one full-resolution pass less (1 ms of CPU at 720p)
+            mode = cv2.INTER_LINEAR | _RELATIVE_MAP
+        else:
+            np.add(coords, pixel_grid(h, w), out=coords)
+            mode = cv2.INTER_LINEAR
+        warped = cv2.remap(self._prev_out, coords, None, mode, borderMode=cv2.BORDER_REPLICATE)
         wt = cv2.resize(weight_small, (w, h), interpolation=cv2.INTER_LINEAR)
         return cv2.blendLinear(warped, toon, wt, np.subtract(1.0, wt, dtype=np.float32))
