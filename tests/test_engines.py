@@ -94,8 +94,25 @@ def test_onnxruntime_engine_pads_for_an_aligned_graph_and_keeps_a_general_one_wo
             for engine in (aligned, from_file):
                 out = engine.infer(batch)
                 assert out.shape == batch.shape and np.abs(out.astype(int) - ref).max() <= 1
-        # one session specialised per input shape, the last two kept
-        assert len(aligned._shaped) == 2 and list(aligned._shaped)[-1] == (1, 3, 24, 32)
+        # one session specialised per input shape (and thread count and worker slot), a few kept
+        assert len(aligned._shaped) == 3 and list(aligned._shaped)[-1] == ((1, 3, 24, 32), 1, 0)
+
+
+def test_onnxruntime_runs_frames_side_by_side_on_several_threads(cache_dir):
+    pytest.importorskip("onnxruntime")
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    net = tiny("fast")
+    batch = frames(5, 21, 30)
+    with OnnxRuntimeEngine(net, threads=1) as one, OnnxRuntimeEngine(net, threads=2) as two:
+        assert one.preferred_batch_size == 1 and two.preferred_batch_size == 2
+        ref = one.infer(batch).astype(int)
+        out = two.infer(batch)
+        # five frames on two single-threaded worker sessions, in order
+        assert {key[1:] for key in two._shaped} == {(1, 0), (1, 1)}
+        assert out.shape == batch.shape and np.abs(out.astype(int) - ref).max() <= 1
+        single = two.infer(batch[2:3])  # one frame: one session with both threads
+        assert ((1, 3, 24, 32), 2, 0) in two._shaped and np.abs(single.astype(int) - ref[2:3]).max() <= 1
 
 
 def test_default_threads():

@@ -225,7 +225,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     info = job.info
     tmp = job.output.with_name(f".{job.output.name}.{uuid.uuid4().hex[:8]}.part")
     total = estimate_frames(info, opts.start, opts.end)
-    # the engine knows what suits it (ONNX Runtime on a CPU: 1, measured faster per frame than 4 at 720p)
+    # the engine knows what suits it (ONNX Runtime on a CPU: one frame per core, run side by side)
     batch = opts.batch_for(engine.device, getattr(engine, "preferred_batch_size", None))
     stabilizer = _stabilizer(opts)
     stop = threading.Event()

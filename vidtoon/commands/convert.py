@@ -41,8 +41,8 @@ class TimeParam(click.ParamType):
               help="Inference backend: auto, torch, onnxruntime, tensorrt (see `vidtoon info`).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=None,
-              help="Frames per inference call (default: the engine's choice: 1 for ONNX Runtime on the CPU, "
-                   "4 for PyTorch on the CPU, 8 on a GPU).")
+              help="Frames per inference call (default: the engine's choice: one per core for ONNX Runtime on "
+                   "the CPU, run side by side; 4 for PyTorch on the CPU, 8 on a GPU).")
 @click.option("--max-side", type=click.IntRange(min=16), default=None,
               help="Downscale so the longer side is at most this many pixels (default: keep the size).")
 @click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True,
