@@ -20,7 +20,7 @@ stylization stops jumping from frame to frame; ``w`` is ``strength`` where the w
 
 Cost: flow is OpenCV DIS (ultrafast preset) on the input shrunk to ``flow_max_side`` pixels, in both
 directions; all masks are computed at that size; only the warp and the blend run at full resolution (about
-15 ms per 720p frame on a 2-core CPU, next to about 200 ms for the fast generator; see
+12 ms per 720p frame on a 2-core CPU, next to about 90 ms for the default generator in PyTorch; see
 ``bench/bench_flicker.py``).
 """
 from __future__ import annotations

@@ -55,7 +55,7 @@ class TimeParam(click.ParamType):
 @click.option("--end", type=TimeParam(), default=None, help="Convert up to this time (exclusive).")
 @click.option("--no-audio", "no_audio", is_flag=True, help="Drop the audio tracks.")
 @click.option("--stabilize/--no-stabilize", default=True, show_default=True,
-              help="Reduce frame-to-frame flicker of the stylization (optical-flow guided; about 7% slower at 720p).")
+              help="Reduce frame-to-frame flicker of the stylization (optical-flow guided; about 11% slower at 720p).")
 @click.option("--stabilize-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6,
               show_default=True, help="How steady --stabilize makes the result (0..1).")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
