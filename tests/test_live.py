@@ -165,17 +165,20 @@ def _start_live(display: str, args: list[str], cwd: Path) -> subprocess.Popen[st
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _start_window(tool: str, xvfb: str, toon_model: Path, tmp_path: Path, args: list[str]) -> subprocess.Popen[str]:
+    """Skip without ``tool``; else start ``vidtoon live`` in a window on a 20 s source played at its own rate."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (ImageMagick's import / xdotool)")
+    long_clip = make_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=30, audio=None)
+    return _start_live(xvfb, ["--source", str(long_clip), "--window", "--model", str(toon_model), *args], tmp_path)
+
+
 @pytest.mark.slow
 def test_window_on_xvfb_shows_the_cartoon(tmp_path: Path, clip: Path, toon_model: Path, xvfb: str) -> None:
-    if shutil.which("import") is None:
-        pytest.skip("ImageMagick's import (screenshots) is not installed")
-    # a 20 s source played at its own rate: the window is up long enough for many screenshots even when a busy
-    # machine slows the start; once the picture is seen the session is stopped with Ctrl-C (SIGINT), which must
-    # still finish the recording
-    long_clip = make_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=30, audio=None)
+    # the window is up long enough for many screenshots even when a busy machine slows the start; once the
+    # picture is seen the session is stopped with Ctrl-C (SIGINT), which must still finish the recording
     rec = tmp_path / "rec.mp4"
-    proc = _start_live(xvfb, ["--source", str(long_clip), "--window", "--model", str(toon_model),
-                              "--record", str(rec)], tmp_path)
+    proc = _start_window("import", xvfb, toon_model, tmp_path, ["--record", str(rec)])
 
     def picture_area(shot: np.ndarray) -> tuple[int, float]:
         # the root window is black where no window is; the window's frame and bars are flat grey: a drawn
@@ -212,12 +215,8 @@ def test_window_on_xvfb_shows_the_cartoon(tmp_path: Path, clip: Path, toon_model
 
 @pytest.mark.slow
 def test_window_keys(tmp_path: Path, clip: Path, toon_model: Path, xvfb: str) -> None:
-    if shutil.which("xdotool") is None:
-        pytest.skip("xdotool is not installed")
-    long_clip = make_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=30, audio=None)
     saves = tmp_path / "saves"
-    proc = _start_live(xvfb, ["--source", str(long_clip), "--window", "--model", str(toon_model),
-                              "--save-dir", str(saves)], tmp_path)
+    proc = _start_window("xdotool", xvfb, toon_model, tmp_path, ["--save-dir", str(saves)])
     env = {**os.environ, "DISPLAY": xvfb}
 
     def key(name: str) -> None:
