@@ -163,7 +163,7 @@ class FastGenerator(nn.Module):
         # edges (see EdgeAwareFlat) instead of bilinearly, which blurs every region border over 4 px
         self.edge_aware = EdgeAwareFlat(width) if edge_aware else None
         #: compute the two full-resolution 3x3 stencils (Sobel, ``ink_refine``) as grouped convolutions; the
-        #: same numbers, set for ONNX export (see :meth:`_stencils_grouped`)
+        #: same numbers, set for ONNX export (why: the comment above _edges)
         self.grouped_stencils = False
 
     # Why two ways to run the same two 3x3 stencils at full resolution: ONNX Runtime's CPU layout pass
