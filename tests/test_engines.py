@@ -115,6 +115,20 @@ def test_onnxruntime_runs_frames_side_by_side_on_several_threads(cache_dir):
         assert ((1, 3, 24, 32), 2, 0) in two._shaped and np.abs(single.astype(int) - ref[2:3]).max() <= 1
 
 
+def test_onnxruntime_runs_big_frames_one_after_the_other(cache_dir, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from engines import onnxruntime_engine
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    monkeypatch.setattr(onnxruntime_engine, "SIDE_BY_SIDE_MAX_PIXELS", 20 * 30 - 1)  # "big": 21 x 30 and up
+    net = tiny("fast")
+    batch = frames(3, 21, 30)
+    with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, threads=2) as two:
+        out = two.infer(batch)
+        assert list(two._shaped) == [((1, 3, 24, 32), 2, 0)]  # every frame on the one 2-thread session
+        assert np.abs(out.astype(int) - ref_engine.infer(batch).astype(int)).max() <= 1
+
+
 def test_default_threads():
     pytest.importorskip("onnxruntime")
     from engines.onnxruntime_engine import default_threads
