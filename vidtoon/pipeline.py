@@ -242,7 +242,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
         mux_opts = {"movflags": "+faststart"} if job.container in ("mp4", "mov") else {}
         out = av.open(str(tmp), "w", format=containers.CONTAINERS[job.container].muxer, options=mux_opts)
         enc_opts = job.encoder_opts
-        if not engine.device.startswith("cuda"):  # inference keeps the cores busy: see encoder_options
+        if _on_cpu(engine):  # inference keeps the cores busy: see encoder_options
             enc_opts = encoder_options(opts.codec, opts.crf, opts.preset, busy_cpu=True)
         writer = VideoWriter(out, info, job.size, opts.codec, job.pix_fmt, enc_opts)
         tracks = open_tracks(out, reader.container, job.plans)
@@ -402,11 +402,16 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
     job = prepare(input, output, opts)
     eng, owned = _make_engine(engine, generator, opts)
     try:
-        with _opencv_threads(1 if not eng.device.startswith("cuda") else None):
+        with _opencv_threads(1 if _on_cpu(eng) else None):
             return _run(job, eng, opts, progress)
     finally:
         if owned:
             eng.close()
+
+
+def _on_cpu(engine: Engine) -> bool:
+    """Whether the generator runs on the CPU cores that decoding and encoding also need."""
+    return not engine.device.startswith("cuda")
 
 
 @contextlib.contextmanager
