@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.frames import make_clip, media_clips  # noqa: E402
-from engines import create_engine  # noqa: E402
+from vidtoon.engines import create_engine  # noqa: E402
 from vidtoon.batch import find_videos, run_batch  # noqa: E402
 from vidtoon.models import load_generator  # noqa: E402
 from vidtoon.networks import build_generator  # noqa: E402

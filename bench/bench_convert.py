@@ -44,8 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.frames import make_clip, media_clips
-from engines import create_engine
-from engines.base import Engine, check_batch
+from vidtoon.engines import create_engine
+from vidtoon.engines.base import Engine, check_batch
 from vidtoon.networks import build_generator
 from vidtoon.pipeline import convert
 

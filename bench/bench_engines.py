@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.frames import sample_frames
-from engines.onnxruntime_engine import OnnxRuntimeEngine
-from engines.torch_engine import TorchEngine
+from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
+from vidtoon.engines.torch_engine import TorchEngine
 from vidtoon.networks import build_generator
 
 SIZES = {360: (360, 640), 540: (540, 960), 720: (720, 1280), 1080: (1080, 1920)}

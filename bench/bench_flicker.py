@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.frames import media_clips
-from engines.torch_engine import TorchEngine
+from vidtoon.engines.torch_engine import TorchEngine
 from vidtoon.errors import VidtoonError
 from vidtoon.metrics import warping_errors
 from vidtoon.networks import FastGenerator
@@ -147,7 +147,7 @@ def e2e_720p(clip: Path, strength: float, repeats: int) -> tuple[float, float]:
     the best run of each (load only ever slows a run down)."""
     import tempfile
 
-    from engines import create_engine
+    from vidtoon.engines import create_engine
     from vidtoon.models import load_generator
     from vidtoon.pipeline import convert
 

@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.frames import media_clips
-from engines.onnx_export import export_onnx
-from engines.onnxruntime_engine import session_options
+from vidtoon.engines.onnx_export import export_onnx
+from vidtoon.engines.onnxruntime_engine import session_options
 from vidtoon.models import load_generator
 
 

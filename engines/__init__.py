@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (:class:`engines.base.Engine`).
+"""Inference backends behind one interface (:class:`vidtoon.engines.base.Engine`).
 
 ``ENGINES`` maps a name to ``module:Class``; classes are imported only when used, so a missing optional
 dependency (onnxruntime, tensorrt) only matters when that engine is asked for. ``--engine auto`` is decided
@@ -10,12 +10,12 @@ import importlib
 import importlib.util
 from typing import Any
 
-from engines.base import Engine
+from vidtoon.engines.base import Engine
 
 ENGINES: dict[str, str] = {
-    "torch": "engines.torch_engine:TorchEngine",
-    "onnxruntime": "engines.onnxruntime_engine:OnnxRuntimeEngine",
-    "tensorrt": "engines.tensorrt_engine:TensorRTEngine",
+    "torch": "vidtoon.engines.torch_engine:TorchEngine",
+    "onnxruntime": "vidtoon.engines.onnxruntime_engine:OnnxRuntimeEngine",
+    "tensorrt": "vidtoon.engines.tensorrt_engine:TensorRTEngine",
 }
 
 #: the pip extra that brings each engine's optional dependency

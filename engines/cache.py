@@ -18,7 +18,7 @@ from typing import Any
 #: bump when the export wrapper or the file layout changes, so old cached files are not picked up
 CACHE_VERSION = 2  # 2: grouped stencils in the fast generator's export
 
-#: ONNX metadata key of an aligned graph (engines.onnx_export.export_onnx): the multiple its height and width
+#: ONNX metadata key of an aligned graph (vidtoon.engines.onnx_export.export_onnx): the multiple its height and width
 #: must be; the ONNX Runtime engine pads frames to it
 MULTIPLE_KEY = "vidtoon_multiple"
 

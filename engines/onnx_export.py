@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.cache import (
+from vidtoon.engines.cache import (
     MULTIPLE_KEY,
     atomic_write_bytes,
     onnx_cache_name,

@@ -1,7 +1,7 @@
 """ONNX Runtime engine: the fastest way to run the generators on a CPU (CUDA provider when present).
 
 The generator is exported once to ONNX (fp32 on the CPU, fp16 on CUDA) and cached in the user cache folder,
-keyed by its weights hash (:func:`engines.onnx_export.cached_onnx`); a path to an ``.onnx`` file made by
+keyed by its weights hash (:func:`vidtoon.engines.onnx_export.cached_onnx`); a path to an ``.onnx`` file made by
 ``vidtoon export`` works too.
 
 Session tuning, for a video pipeline where decoding and encoding run beside inference:
@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort  # missing: engines/__init__.py answers "pip install 'vidtoon[onnx]'"
 
-from engines.base import Engine, check_batch
-from engines.cache import MULTIPLE_KEY
+from vidtoon.engines.base import Engine, check_batch
+from vidtoon.engines.cache import MULTIPLE_KEY
 
 
 #: frames up to this many pixels (1080p and a little more) run side by side on a CPU (see
@@ -59,7 +59,7 @@ class OnnxRuntimeEngine(Engine):
     """Runs a generator with ONNX Runtime.
 
     ``generator``: an ``nn.Module`` (exported and cached on first use) or a path to an ONNX file with the
-    contract of :mod:`engines.onnx_export`. ``device``: ``"cpu"`` or ``"cuda[:N]"`` (needs the CUDA
+    contract of :mod:`vidtoon.engines.onnx_export`. ``device``: ``"cpu"`` or ``"cuda[:N]"`` (needs the CUDA
     provider, ``onnxruntime-gpu``). ``threads``: intra-op threads on the CPU (default
     :func:`default_threads`). ``fp16``: use the fp16 export (default: on CUDA only; it is slower on CPUs).
     """
@@ -88,7 +88,7 @@ class OnnxRuntimeEngine(Engine):
         else:
             pad = getattr(generator, "pad", None)
             self.multiple = getattr(pad, "multiple", 8)
-            from engines.onnx_export import cached_onnx
+            from vidtoon.engines.onnx_export import cached_onnx
 
             announce = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
             self.onnx_path = cached_onnx(generator, fp16=self.fp16, log=announce, aligned=True)

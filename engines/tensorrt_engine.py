@@ -9,7 +9,7 @@ and ``execute_async_v3`` on a torch CUDA stream, with torch CUDA tensors as the 
 A plan is built for the frame size of the video (one optimization profile: batch 1..``max_batch`` at that
 height and width, best kernels for exactly that size) and cached under the user cache folder, keyed by
 the ONNX hash, the profile, the precision, the TensorRT version and the GPU name
-(:func:`engines.cache.tensorrt_cache_name`). Building takes minutes and is announced.
+(:func:`vidtoon.engines.cache.tensorrt_cache_name`). Building takes minutes and is announced.
 
 Unverified on the project machine (no GPU there): the pure parts (profiles, cache names, the choice of
 engine) are tested; the GPU test in tests/test_engines.py runs wherever CUDA and TensorRT are present.
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import Engine, check_batch
-from engines.cache import (
+from vidtoon.engines.base import Engine, check_batch
+from vidtoon.engines.cache import (
     atomic_write_bytes,
     file_sha256,
     tensorrt_cache_name,
@@ -133,7 +133,7 @@ class TensorRTEngine(Engine):
         if isinstance(generator, (str, Path)):
             self.onnx_path = Path(generator)
         else:
-            from engines.onnx_export import cached_onnx
+            from vidtoon.engines.onnx_export import cached_onnx
 
             self.onnx_path = cached_onnx(generator, fp16=fp16, cache_dir=cache_dir, log=self.log)
         self._onnx_hash = file_sha256(self.onnx_path)

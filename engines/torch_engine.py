@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engines.base import Engine, check_batch
+from vidtoon.engines.base import Engine, check_batch
 
 
 class TorchEngine(Engine):

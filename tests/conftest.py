@@ -69,7 +69,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_engine():
     """A TorchEngine on the CPU running a perturbed tiny generator (shared: loading once is faster)."""
-    from engines.torch_engine import TorchEngine
+    from vidtoon.engines.torch_engine import TorchEngine
 
     torch.set_num_threads(1)
     with TorchEngine(tiny_generator(), device="cpu") as engine:
@@ -79,7 +79,7 @@ def tiny_engine():
 @pytest.fixture(scope="session")
 def identity_engine():
     """A TorchEngine whose generator returns its input: isolates what video I/O does to the pictures."""
-    from engines.torch_engine import TorchEngine
+    from vidtoon.engines.torch_engine import TorchEngine
 
     with TorchEngine(IdentityNet(), device="cpu") as engine:
         yield engine

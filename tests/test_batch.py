@@ -127,7 +127,7 @@ def test_resume_after_interrupted_run(tmp_path: Path, clips: dict[str, Path], to
     items, _ = find_videos(root, out)
     assert [i.rel.name for i in items] == ["one.mp4", "three.mp4", "two.mp4"]
 
-    from engines import create_engine
+    from vidtoon.engines import create_engine
 
     engine = create_engine("torch", load_generator(str(toon_model)), device="cpu")
 

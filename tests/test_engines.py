@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-import engines
-from engines import ENGINES, choose_engine, create_engine, engine_class, pick_engine
-from engines.cache import (
+import vidtoon.engines as engines
+from vidtoon.engines import ENGINES, choose_engine, create_engine, engine_class, pick_engine
+from vidtoon.engines.cache import (
     onnx_cache_name,
     tensorrt_cache_name,
     user_cache_dir,
     weights_hash,
 )
-from engines.tensorrt_engine import plan_path, profile_shapes
-from engines.torch_engine import TorchEngine
+from vidtoon.engines.tensorrt_engine import plan_path, profile_shapes
+from vidtoon.engines.torch_engine import TorchEngine
 from vidtoon.errors import VidtoonError
 from nets import tiny
 
@@ -50,7 +50,7 @@ def cache_dir(tmp_path_factory, request) -> Path:
 @pytest.mark.parametrize("shape", [(2, 37, 53), (1, 64, 48), (1, 5, 7)])
 def test_onnxruntime_agrees_with_torch(cache_dir, arch, shape):
     pytest.importorskip("onnxruntime")
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     net = tiny(arch)
     batch = frames(*shape)
@@ -64,7 +64,7 @@ def test_onnxruntime_agrees_with_torch(cache_dir, arch, shape):
 
 def test_onnxruntime_engine_takes_an_onnx_file_and_caches(cache_dir):
     pytest.importorskip("onnxruntime")
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     net = tiny("fast")
     batch = frames(1, 24, 40)
@@ -79,8 +79,8 @@ def test_onnxruntime_engine_takes_an_onnx_file_and_caches(cache_dir):
 
 def test_onnxruntime_engine_pads_for_an_aligned_graph_and_keeps_a_general_one_working(cache_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from engines.onnx_export import export_onnx
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.engines.onnx_export import export_onnx
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     net = tiny("fast")
     general = tmp_path / "general.onnx"
@@ -100,7 +100,7 @@ def test_onnxruntime_engine_pads_for_an_aligned_graph_and_keeps_a_general_one_wo
 
 def test_onnxruntime_runs_frames_side_by_side_on_several_threads(cache_dir):
     pytest.importorskip("onnxruntime")
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     net = tiny("fast")
     batch = frames(5, 21, 30)
@@ -117,8 +117,8 @@ def test_onnxruntime_runs_frames_side_by_side_on_several_threads(cache_dir):
 
 def test_onnxruntime_runs_big_frames_one_after_the_other(cache_dir, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from engines import onnxruntime_engine
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.engines import onnxruntime_engine
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     monkeypatch.setattr(onnxruntime_engine, "SIDE_BY_SIDE_MAX_PIXELS", 20 * 30 - 1)  # "big": 21 x 30 and up
     net = tiny("fast")
@@ -131,7 +131,7 @@ def test_onnxruntime_runs_big_frames_one_after_the_other(cache_dir, monkeypatch)
 
 def test_default_threads():
     pytest.importorskip("onnxruntime")
-    from engines.onnxruntime_engine import default_threads
+    from vidtoon.engines.onnxruntime_engine import default_threads
 
     assert [default_threads(c, reserve=1) for c in (1, 2, 4, 16)] == [1, 1, 3, 15]
     assert default_threads(8, reserve=2) == 6
@@ -151,7 +151,7 @@ def test_registry_names_engines_and_extras(monkeypatch):
         engine_class("tensorrt")
     # onnxruntime missing: the import of the engine module fails, the message names the extra
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.delitem(sys.modules, "engines.onnxruntime_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "vidtoon.engines.onnxruntime_engine", raising=False)
     with pytest.raises(VidtoonError, match=r"needs onnxruntime \(pip install 'vidtoon\[onnx\]'\)"):
         engine_class("onnxruntime")
 
@@ -274,7 +274,7 @@ def test_profile_shapes():
 def test_network_flags_strongly_typed():
     from types import SimpleNamespace
 
-    from engines.tensorrt_engine import network_flags
+    from vidtoon.engines.tensorrt_engine import network_flags
 
     assert network_flags(SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=2))) == 4
     assert network_flags(SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace())) == 0
@@ -292,7 +292,7 @@ def test_plan_path_under_the_cache(tmp_path):
 @requires_cuda
 def test_tensorrt_agrees_with_torch(cache_dir):
     pytest.importorskip("tensorrt")
-    from engines.tensorrt_engine import TensorRTEngine
+    from vidtoon.engines.tensorrt_engine import TensorRTEngine
 
     messages: list[str] = []
     net = tiny("fast")
@@ -316,7 +316,7 @@ def test_onnxruntime_cuda_provider(cache_dir):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime without the CUDA provider")
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     net = tiny("fast")
     batch = frames(2, 37, 53)

@@ -10,8 +10,8 @@ import torch
 pytest.importorskip("onnxruntime")
 import onnxruntime as ort
 
-from engines import onnx_export
-from engines.onnx_export import (
+from vidtoon.engines import onnx_export
+from vidtoon.engines.onnx_export import (
     FP16_ATOL,
     FP32_ATOL,
     cached_onnx,

@@ -11,9 +11,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from trainer.edges import edge_promote, surface_target
-from trainer.loop import train
-from trainer.options import TrainOptions
+from vidtoon.trainer.edges import edge_promote, surface_target
+from vidtoon.trainer.loop import train
+from vidtoon.trainer.options import TrainOptions
 from vidtoon.cli import cli
 from vidtoon.errors import VidtoonError
 

@@ -282,7 +282,7 @@ def test_interrupt_removes_temp_file_and_stops_threads(tmp_path: Path, tiny_engi
 
 
 def test_engine_failure_leaves_nothing(tmp_path: Path) -> None:
-    from engines.base import Engine
+    from vidtoon.engines.base import Engine
 
     class Failing(Engine):
         name = "failing"
@@ -319,7 +319,7 @@ def test_mediagen_frames_differ() -> None:
 @pytest.mark.parametrize("device, threads", [("cpu", "1"), ("cuda:0 (fake)", None)])
 def test_x264_threads_follow_the_engine_device(tmp_path: Path, monkeypatch, device: str, threads: str | None) -> None:
     # a CPU generator keeps the cores busy, so x264 gets one thread; next to a GPU it keeps its own threading
-    from engines.base import Engine
+    from vidtoon.engines.base import Engine
     import vidtoon.pipeline as pipeline
 
     class Passthrough(Engine):
@@ -348,7 +348,7 @@ def test_x264_threads_follow_the_engine_device(tmp_path: Path, monkeypatch, devi
 
 def test_opencv_runs_single_threaded_during_a_cpu_convert_and_is_restored(tmp_path: Path) -> None:
     import cv2
-    from engines.base import Engine
+    from vidtoon.engines.base import Engine
 
     class Recording(Engine):
         name = "recording"

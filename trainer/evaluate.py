@@ -8,7 +8,7 @@ its stylization (1 = identical).
 Compared: the photos themselves (identity), the classic OpenCV cartoon filter (two bilateral passes and
 adaptive-threshold edges), the flattened surface target used in training, and the model(s).
 
-Usage: ``python -m trainer.evaluate --photos DIR --cartoons DIR --holdout 0.2 --model m.pt [--model ...]``
+Usage: ``python -m vidtoon.trainer.evaluate --photos DIR --cartoons DIR --holdout 0.2 --model m.pt [--model ...]``
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from trainer.data import list_images, read_rgb
-from trainer.edges import surface_target
+from vidtoon.trainer.data import list_images, read_rgb
+from vidtoon.trainer.edges import surface_target
 
 
 def opencv_cartoon(rgb: np.ndarray) -> np.ndarray:
@@ -93,7 +93,7 @@ def ssim_luma(a: np.ndarray, b: np.ndarray) -> float:
 
 def model_method(path: str) -> Callable[[np.ndarray], np.ndarray]:
     """A stylization function running a vidtoon model on one RGB uint8 image."""
-    from engines.torch_engine import TorchEngine
+    from vidtoon.engines.torch_engine import TorchEngine
     from vidtoon.models import load_generator
 
     engine = TorchEngine(load_generator(path), device="cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.state import load_training_checkpoint
+from vidtoon.trainer.state import load_training_checkpoint
 from vidtoon.models import export_generator, generator_from_checkpoint
 from vidtoon.errors import VidtoonError
 

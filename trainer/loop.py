@@ -16,13 +16,13 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
-from trainer.edges import edge_promote, line_image, surface_target
-from trainer.features import content_network
-from trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss
-from trainer.options import TrainOptions
-from trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
-from trainer.state import EMA, load_training_checkpoint, new_run_dir, restore_rng, rng_state, save_checkpoint
+from vidtoon.trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
+from vidtoon.trainer.edges import edge_promote, line_image, surface_target
+from vidtoon.trainer.features import content_network
+from vidtoon.trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss
+from vidtoon.trainer.options import TrainOptions
+from vidtoon.trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
+from vidtoon.trainer.state import EMA, load_training_checkpoint, new_run_dir, restore_rng, rng_state, save_checkpoint
 from vidtoon.errors import VidtoonError
 from vidtoon.networks import PatchDiscriminator, build_generator
 

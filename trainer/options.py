@@ -51,7 +51,7 @@ class TrainOptions:
 
     def validate(self) -> "TrainOptions":
         """Raise VidtoonError for an option that cannot work; return self."""
-        from trainer.features import CONTENT_NETS
+        from vidtoon.trainer.features import CONTENT_NETS
         from vidtoon.networks import ARCHS
 
         checks = [

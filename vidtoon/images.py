@@ -158,7 +158,7 @@ def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
 
 def stylize_array(engine: Any, rgb: np.ndarray, alpha: np.ndarray | None = None,
                   max_side: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Stylize one RGB picture with ``engine`` (an :class:`engines.base.Engine`), resizing first if asked.
+    """Stylize one RGB picture with ``engine`` (an :class:`vidtoon.engines.base.Engine`), resizing first if asked.
 
     The alpha channel, when given, is resized the same way and returned unchanged otherwise.
     """

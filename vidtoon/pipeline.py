@@ -29,7 +29,7 @@ from typing import Any
 import av
 import numpy as np
 
-from engines.base import Engine
+from vidtoon.engines.base import Engine
 from vidtoon.errors import VidtoonError
 from vidtoon.options import ConvertOptions
 from vidtoon.video import containers
@@ -151,7 +151,7 @@ def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> 
     """The engine to use and whether this call owns it (and must close it)."""
     if isinstance(engine, Engine):
         return engine, False
-    from engines import create_engine
+    from vidtoon.engines import create_engine
 
     if generator is None:
         from vidtoon.models import load_generator
@@ -388,7 +388,7 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
             generator: Any | None = None) -> ConvertResult:
     """Convert ``input`` to a cartoon video at ``output`` (default ``<stem>_toon.mp4`` beside it).
 
-    ``engine`` is an engine name or an already created :class:`engines.base.Engine` (which is then not
+    ``engine`` is an engine name or an already created :class:`vidtoon.engines.base.Engine` (which is then not
     closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
     instead of ``model``. ``progress(done, total)`` is called from this thread after every batch (``total``
     is an estimate, or None). Raises VidtoonError for anything the user can fix; the output file exists

@@ -52,7 +52,7 @@ model_options = with_convert_params(MODEL_OPTIONS)
 @contextmanager
 def engine_from_options(model: str, engine: str, device: str) -> Iterator[Any]:
     """Load ``model`` once and yield an engine running it (closed afterwards)."""
-    from engines import create_engine
+    from vidtoon.engines import create_engine
     from vidtoon.models import load_generator
 
     generator = load_generator(model, "cpu")

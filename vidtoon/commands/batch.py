@@ -80,7 +80,7 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
          quiet: bool, report: Path | None, console: Any) -> None:
     from rich.markup import escape
 
-    from engines import create_engine
+    from vidtoon.engines import create_engine
     from vidtoon import __version__
     from vidtoon.batch import run_batch, summarize, write_report
     from vidtoon.errors import VidtoonError

@@ -54,8 +54,8 @@ def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batc
 
 
 def _export_onnx(net: object, out: Path, fp16: bool) -> None:
-    from engines import engine_class
-    from engines.onnx_export import export_onnx
+    from vidtoon.engines import engine_class
+    from vidtoon.engines.onnx_export import export_onnx
 
     engine_class("onnxruntime")  # the check needs onnxruntime: fail with the pip extra if it is missing
     try:
@@ -72,14 +72,14 @@ def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int
 
     import torch
 
-    from engines import engine_class
-    from engines.cache import atomic_write_bytes
-    from engines.onnx_export import export_onnx
+    from vidtoon.engines import engine_class
+    from vidtoon.engines.cache import atomic_write_bytes
+    from vidtoon.engines.onnx_export import export_onnx
 
     engine_class("tensorrt")  # names `pip install 'vidtoon[tensorrt]'` when TensorRT is missing
     if not torch.cuda.is_available():
         raise VidtoonError("building a TensorRT engine needs a CUDA GPU (export --engine onnx works anywhere)")
-    from engines.tensorrt_engine import build_plan, profile_shapes
+    from vidtoon.engines.tensorrt_engine import build_plan, profile_shapes
 
     click.echo(f"Building a TensorRT engine for {width}x{height}, batch up to {batch}; this takes a few minutes", err=True)
     with tempfile.TemporaryDirectory() as tmp:

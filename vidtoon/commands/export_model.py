@@ -11,7 +11,7 @@ import click
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def export_model_cmd(run: str, output: str, no_ema: bool, debug: bool) -> None:
     """Write the generator of training RUN (folder or checkpoint) as a small inference checkpoint."""
-    from trainer.export import export_run
+    from vidtoon.trainer.export import export_run
 
     path = export_run(run, output, ema=not no_ema)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); use it with --model {path}")

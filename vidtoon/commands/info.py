@@ -36,7 +36,7 @@ def versions() -> list[tuple[str, str]]:
 
 def engines_status() -> list[tuple[str, str]]:
     """(engine, "available" or why not) for every registered engine."""
-    from engines import ENGINES, engine_class
+    from vidtoon.engines import ENGINES, engine_class
     from vidtoon.errors import VidtoonError
 
     rows = []
@@ -81,7 +81,7 @@ def encoders_status() -> list[tuple[str, str]]:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def info_cmd(debug: bool) -> None:
     """Show versions, available engines and devices, video encoders and shipped models."""
-    from engines import choose_engine
+    from vidtoon.engines import choose_engine
     from vidtoon.errors import VidtoonError
     from vidtoon.models import shipped_models
 

@@ -63,7 +63,7 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
     Writes a numbered run folder under --out: options.json, checkpoints/latest.pt, results/ sample grids,
     losses.csv and losses.png. Ctrl-C saves a checkpoint; --resume RUN continues exactly there.
     """
-    from trainer.options import TrainOptions
+    from vidtoon.trainer.options import TrainOptions
 
     if not resume and not (photos and cartoons):
         raise VidtoonError("--photos and --cartoons are required (or --resume RUN)")
@@ -82,7 +82,7 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from trainer.loop import train
+    from vidtoon.trainer.loop import train
 
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
