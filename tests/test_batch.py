@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import av
@@ -108,7 +110,9 @@ def test_batch_bad_files_resume_and_report(tmp_path: Path, clips: dict[str, Path
     assert status == {"a.mp4": "done", "trip/b.mp4": "done", "trip/day2/c.mkv": "done",
                       "trip/camera_dump": "done", "trip/broken.mp4": "failed"}
     assert data["summary"] == {"done": 4, "skipped": 0, "failed": 1}
-    assert next(f for f in data["files"] if f["input"] == "a.mp4")["frames"] == 12
+    a = next(f for f in data["files"] if f["input"] == "a.mp4")
+    assert a["frames"] == 12
+    assert a["worker"] == f"{socket.gethostname()}:{os.getpid()}" and a["attempts"] == 1  # this process
 
     # re-run without the broken file: everything is already there
     mtime = (out / "a.mp4").stat().st_mtime_ns

@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -58,6 +59,8 @@ class FileResult:
     size_bytes: int = 0
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+    worker: str = ""  # "host:pid" of the process that converted it (empty when nothing was converted)
+    attempts: int = 0  # conversions started for it (more than 1 when a Ray worker died on it)
 
 
 @dataclass
@@ -185,6 +188,47 @@ class Cancelled(BaseException):
     """Raised inside a conversion (through its progress callback) when the batch is interrupted."""
 
 
+def worker_name() -> str:
+    """``host:pid`` of this process, as the report names the process that converted a file."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def precheck(item: BatchItem, overwrite: bool) -> FileResult | None:
+    """The result of ``item`` when it needs no conversion (output there: skipped; broken: failed), else None."""
+    if item.output.exists() and not overwrite:
+        return FileResult(str(item.rel), str(item.output), "skipped", frames=item.frames or 0)
+    if item.problem:
+        return FileResult(str(item.rel), str(item.output), "failed", error=item.problem)
+    return None
+
+
+def convert_item(item: BatchItem, engine: Any, convert_options: dict[str, Any], *, generator: Any = None,
+                 overwrite: bool = False, progress: Callable[[int, int | None], None] | None = None,
+                 attempts: int = 1) -> FileResult:
+    """Convert one file with a loaded ``engine`` and describe the outcome, in this process.
+
+    A failure (VidtoonError, or anything the pipeline raises for a bad file) becomes a ``failed`` result;
+    Cancelled and KeyboardInterrupt propagate (the pipeline has removed its temporary file).
+    """
+    from vidtoon.pipeline import convert
+
+    t0 = time.perf_counter()
+    where = worker_name()
+    try:
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        r = convert(str(item.input), str(item.output), engine=engine, generator=generator,
+                    overwrite=overwrite, progress=progress, **convert_options)
+        return FileResult(str(item.rel), str(r.output), "done", frames=r.frames, seconds=r.seconds,
+                          fps=r.frames / r.seconds if r.seconds else 0.0, size_bytes=r.size_bytes,
+                          warnings=list(r.warnings), worker=where, attempts=attempts)
+    except VidtoonError as exc:
+        error = str(exc)
+    except Exception as exc:  # one bad file must not stop the batch: record what went wrong
+        error = f"{exc.__class__.__name__}: {exc}"
+    return FileResult(str(item.rel), str(item.output), "failed", error=error, seconds=time.perf_counter() - t0,
+                      worker=where, attempts=attempts)
+
+
 def run_batch(items: Sequence[BatchItem], convert_options: dict[str, Any], *, engines: Sequence[Any],
               generator: Any = None, overwrite: bool = False,
               on_start: Callable[[BatchItem], None] | None = None,
@@ -197,8 +241,6 @@ def run_batch(items: Sequence[BatchItem], convert_options: dict[str, Any], *, en
     raises for a bad file) is recorded and the batch goes on. Ctrl-C stops every running conversion (each
     removes its temporary file) and re-raises KeyboardInterrupt.
     """
-    from vidtoon.pipeline import convert
-
     if not engines:
         raise ValueError("run_batch needs at least one engine")
     pool: queue.Queue[Any] = queue.Queue()
@@ -208,13 +250,9 @@ def run_batch(items: Sequence[BatchItem], convert_options: dict[str, Any], *, en
     results: dict[int, FileResult] = {}
 
     def one(index: int, item: BatchItem) -> None:
-        if item.output.exists() and not overwrite:
-            results[index] = FileResult(str(item.rel), str(item.output), "skipped", frames=item.frames or 0)
-        elif item.problem:
-            results[index] = FileResult(str(item.rel), str(item.output), "failed", error=item.problem)
-        else:
+        result = precheck(item, overwrite)
+        if result is None:
             engine = pool.get()
-            t0 = time.perf_counter()
 
             def progress(done: int, total: int | None) -> None:
                 if cancel.is_set():
@@ -225,26 +263,16 @@ def run_batch(items: Sequence[BatchItem], convert_options: dict[str, Any], *, en
             try:
                 if on_start is not None:
                     on_start(item)
-                item.output.parent.mkdir(parents=True, exist_ok=True)
-                r = convert(str(item.input), str(item.output), engine=engine, generator=generator,
-                            overwrite=overwrite, progress=progress, **convert_options)
-                results[index] = FileResult(
-                    str(item.rel), str(r.output), "done", frames=r.frames, seconds=r.seconds,
-                    fps=r.frames / r.seconds if r.seconds else 0.0, size_bytes=r.size_bytes,
-                    warnings=list(r.warnings))
+                result = convert_item(item, engine, convert_options, generator=generator, overwrite=overwrite,
+                                      progress=progress)
             except (Cancelled, KeyboardInterrupt):
                 cancel.set()
                 raise
-            except VidtoonError as exc:
-                results[index] = FileResult(str(item.rel), str(item.output), "failed", error=str(exc),
-                                            seconds=time.perf_counter() - t0)
-            except Exception as exc:  # one bad file must not stop the batch: record what went wrong
-                results[index] = FileResult(str(item.rel), str(item.output), "failed",
-                                            error=f"{exc.__class__.__name__}: {exc}", seconds=time.perf_counter() - t0)
             finally:
                 pool.put(engine)
+        results[index] = result
         if on_done is not None:
-            on_done(item, results[index])
+            on_done(item, result)
 
     if len(engines) == 1:
         for i, item in enumerate(items):

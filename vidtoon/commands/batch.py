@@ -23,6 +23,15 @@ from vidtoon.commands._model_options import with_convert_params
               help="Files converted in parallel, each with its own engine on the one loaded model; on the CPU "
                    "the cores are split between the jobs. On 2 busy CPU cores 2 jobs converted 1.2-1.5x "
                    "faster than 1 (bench/bench_batch_jobs.py); on a GPU it is not measured: start with 1.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Convert on a Ray cluster (pip install 'vidtoon[ray]'): auto (the cluster this machine "
+                   "belongs to, or RAY_ADDRESS), HOST:PORT, or local (start one here). Inputs, outputs and "
+                   "the model must be on storage every node sees, under the same paths.")
+@click.option("--ray-workers", type=click.IntRange(1), default=None, metavar="N",
+              help="Ray workers, each loading the model once and converting one file at a time "
+                   "(default: one per CPU of the cluster, or per --ray-gpus of its GPUs).")
+@click.option("--ray-gpus", type=click.FloatRange(0), default=None, metavar="F",
+              help="GPUs per Ray worker; fractions share a GPU (default: 1 when the cluster has GPUs, else 0).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the per-file results (status, frames, fps, time, errors) to this JSON file.")
 @with_convert_params(skip=("overwrite",))
@@ -31,8 +40,9 @@ from vidtoon.commands._model_options import with_convert_params
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (the final table is still printed).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include: tuple[str, ...],
-              exclude: tuple[str, ...], jobs: int, report: Path | None, overwrite: bool, quiet: bool,
-              debug: bool, **convert_opts: Any) -> None:
+              exclude: tuple[str, ...], jobs: int, ray_address: str | None, ray_workers: int | None,
+              ray_gpus: float | None, report: Path | None, overwrite: bool, quiet: bool, debug: bool,
+              **convert_opts: Any) -> None:
     """Convert every video in INPUT_DIR (takes all of `vidtoon convert`'s options).
 
     Videos are found by their content, not only their extension. Outputs mirror the folder structure
@@ -44,6 +54,7 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
     Examples:
       vidtoon batch holiday/ -r                     # writes holiday_toon/...
       vidtoon batch clips/ -o toon/ --include '*.mov' --max-side 1280 --report report.json
+      vidtoon batch /shared/clips -o /shared/toon --ray auto   # on the Ray cluster of this machine
     """
     from rich.console import Console
 
@@ -52,11 +63,24 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
     from vidtoon.options import ConvertOptions
 
     convert_opts["audio"] = not convert_opts.pop("no_audio")
+    ray = None
     try:
         ConvertOptions(**convert_opts, overwrite=overwrite).validate()
+        if ray_address is not None:
+            from vidtoon.batch_ray import RayOptions
+
+            if jobs != 1:
+                raise VidtoonError("--jobs is for a batch on this machine: with --ray, use --ray-workers")
+            ray = RayOptions(ray_address, ray_workers, ray_gpus).validate()
+        elif ray_workers is not None or ray_gpus is not None:
+            raise VidtoonError("--ray-workers and --ray-gpus need --ray ADDRESS")
     except VidtoonError as exc:
         raise click.UsageError(str(exc)) from None
 
+    if ray is not None:
+        from vidtoon.batch_ray import import_ray
+
+        import_ray()  # a missing extra is said before the folder is searched
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not input_dir.is_dir():
         raise VidtoonError(f"{input_dir} is not a folder (use vidtoon convert for one file)")
@@ -73,35 +97,19 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
         names = ", ".join(f"{p} ({why})" for p, why in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
         console.print(f"[dim]ignored {len(ignored)} file(s) that are not videos: {names}[/dim]", markup=True)
 
-    _run(items, out_dir, input_dir, convert_opts, jobs, overwrite, quiet, report, console)
+    _run(items, out_dir, input_dir, convert_opts, jobs, ray, overwrite, quiet, report, console)
 
 
-def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, Any], jobs: int, overwrite: bool,
-         quiet: bool, report: Path | None, console: Any) -> None:
+def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, Any], jobs: int, ray: Any,
+         overwrite: bool, quiet: bool, report: Path | None, console: Any) -> None:
     from rich.markup import escape
 
-    from vidtoon.engines import create_engine
     from vidtoon import __version__
-    from vidtoon.batch import run_batch, summarize, write_report
+    from vidtoon.batch import summarize, write_report
     from vidtoon.errors import VidtoonError
-    from vidtoon.models import load_generator
 
     todo = [it for it in items if overwrite or not it.output.exists()]
-    jobs = max(1, min(jobs, len(todo)))
     model, engine, device = convert_opts.pop("model"), convert_opts.pop("engine"), convert_opts.pop("device")
-    engines: list[Any] = []
-    if todo and any(not it.problem for it in todo):
-        generator = load_generator(model, "cpu")  # once for the whole batch
-        engines = [create_engine(engine, generator, device=device) for _ in range(jobs)]
-        if jobs > 1 and all(e.device == "cpu" for e in engines):
-            import torch
-
-            # share the cores between the jobs instead of oversubscribing them
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
-    else:
-        generator = None
-        engines = [None]
-
     started = time.time()
     progress, overall, per_file = _progress(console, quiet, items, todo)
     done_frames: dict[Path, int] = {}
@@ -110,6 +118,9 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
     try:
         with progress:
             def on_start(item: Any) -> None:
+                if item.input in per_file:  # a retry (its Ray worker died): its frames are counted again
+                    progress.remove_task(per_file.pop(item.input))
+                    progress.update(overall, advance=-done_frames.pop(item.input, 0))
                 per_file[item.input] = progress.add_task(escape(str(item.rel)), total=item.frames)
 
             def on_progress(item: Any, done: int, total: int | None) -> None:
@@ -130,22 +141,25 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
                 results_so_far.append(result)
                 progress.update(overall, description=f"all files ({len(results_so_far)}/{len(items)})")
 
-            results = run_batch(items, convert_opts, engines=engines, generator=generator, overwrite=overwrite,
-                                on_start=on_start, on_progress=on_progress, on_done=on_done)
+            callbacks = {"on_start": on_start, "on_progress": on_progress, "on_done": on_done}
+            if ray is not None:
+                from vidtoon.batch_ray import run_batch_ray
+
+                results = run_batch_ray(items, convert_opts, model=model, engine=engine, device=device,
+                                        ray_options=ray, overwrite=overwrite,
+                                        on_message=lambda text: console.print(escape(text)), **callbacks)
+            else:
+                results = _run_local(items, todo, convert_opts, model, engine, device, jobs, overwrite, callbacks)
     except KeyboardInterrupt:
         if report is not None:
-            write_report(report, results_so_far, _meta(input_dir, out_dir, model, engine, device, convert_opts,
+            write_report(report, results_so_far, _meta(input_dir, out_dir, model, engine, device, ray, convert_opts,
                                                        started, __version__, interrupted=True))
         raise
-    finally:
-        for e in engines:
-            if e is not None:
-                e.close()
 
-    _table(console, results)
+    _table(console, results, show_worker=ray is not None)
     if report is not None:
-        write_report(report, results, _meta(input_dir, out_dir, model, engine, device, convert_opts, started,
-                                            __version__))
+        write_report(report, results, _meta(input_dir, out_dir, model, engine, device, ray, convert_opts,
+                                            started, __version__))
         console.print(f"report: {escape(str(report))}")
     counts = summarize(results)
     failed = [r for r in results if r.status == "failed"]
@@ -153,6 +167,31 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
         names = ", ".join(r.input for r in failed)
         raise VidtoonError(f"{len(failed)} of {len(results)} files failed: {names}")
     console.print(f"{counts['done']} converted, {counts['skipped']} already done, into {escape(str(out_dir))}")
+
+
+def _run_local(items: list, todo: list, convert_opts: dict[str, Any], model: str, engine: str, device: str,
+               jobs: int, overwrite: bool, callbacks: dict[str, Any]) -> list:
+    """Convert on this machine with ``jobs`` engines on one loaded model."""
+    from vidtoon.batch import run_batch
+    from vidtoon.engines import create_engine
+    from vidtoon.models import load_generator
+
+    jobs = max(1, min(jobs, len(todo)))
+    if not (todo and any(not it.problem for it in todo)):
+        return run_batch(items, convert_opts, engines=[None], overwrite=overwrite, **callbacks)
+    generator = load_generator(model, "cpu")  # once for the whole batch
+    engines = [create_engine(engine, generator, device=device) for _ in range(jobs)]
+    try:
+        if jobs > 1 and all(e.device == "cpu" for e in engines):
+            import torch
+
+            # share the cores between the jobs instead of oversubscribing them
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+        return run_batch(items, convert_opts, engines=engines, generator=generator, overwrite=overwrite,
+                         **callbacks)
+    finally:
+        for e in engines:
+            e.close()
 
 
 def _progress(console: Any, quiet: bool, items: list, todo: list) -> tuple[Any, Any, dict]:
@@ -167,7 +206,7 @@ def _progress(console: Any, quiet: bool, items: list, todo: list) -> tuple[Any, 
     return progress, overall, {}
 
 
-def _table(console: Any, results: list) -> None:
+def _table(console: Any, results: list, show_worker: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -177,24 +216,28 @@ def _table(console: Any, results: list) -> None:
     table.add_column("frames", justify="right")
     table.add_column("fps", justify="right")
     table.add_column("time", justify="right")
+    if show_worker:
+        table.add_column("worker")
     table.add_column("status")
     style = {"done": "green", "skipped": "dim", "failed": "red"}
     for r in results:
         status = {"done": "done", "skipped": "skipped (output exists)"}.get(r.status, f"failed: {r.error}")
         if r.status == "done" and r.warnings:
             status += f" ({len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''}: {r.warnings[0]})"
+        worker = [escape(r.worker) + (f" (attempt {r.attempts})" if r.attempts > 1 else "")] if show_worker else []
         table.add_row(escape(r.input), str(r.frames or ""), f"{r.fps:.1f}" if r.fps else "",
-                      f"{r.seconds:.1f} s" if r.seconds else "", f"[{style[r.status]}]{escape(status)}[/]")
+                      f"{r.seconds:.1f} s" if r.seconds else "", *worker, f"[{style[r.status]}]{escape(status)}[/]")
     Console(soft_wrap=False).print(table)
 
 
-def _meta(input_dir: Path, out_dir: Path, model: str, engine: str, device: str, convert_opts: dict[str, Any],
-          started: float, version: str, interrupted: bool = False) -> dict[str, Any]:
+def _meta(input_dir: Path, out_dir: Path, model: str, engine: str, device: str, ray: Any,
+          convert_opts: dict[str, Any], started: float, version: str, interrupted: bool = False) -> dict[str, Any]:
     return {
         "vidtoon": version,
         "input_dir": str(input_dir.resolve()),
         "output_dir": str(out_dir.resolve()),
         "model": model, "engine": engine, "device": device,
+        "ray": None if ray is None else {"address": ray.address, "workers": ray.workers, "gpus": ray.gpus},
         "options": convert_opts,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 3),
