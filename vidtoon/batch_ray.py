@@ -351,6 +351,8 @@ class _Driver:
 
     def _finish(self, index: int, result: FileResult) -> None:
         self.state.results[index] = result
+        if result.status == "done" and self.on_progress is not None:  # the last poll may have missed the end
+            self.on_progress(self.items[index], result.frames, result.frames)
         if self.on_done is not None:
             self.on_done(self.items[index], result)
 
