@@ -96,6 +96,7 @@ def main() -> None:
     from vidtoon.models import export_generator
     from vidtoon.networks import build_generator
 
+    load = os.getloadavg()[0]
     width = args.height * 16 // 9 // 2 * 2
     sources = media_clips()
     cores = os.cpu_count() or 1
@@ -118,7 +119,7 @@ def main() -> None:
 
     print(f"\n{args.clips} clips x {args.seconds:g} s at {width}x{args.height}, engine {args.engine}, {cores} cores, "
           f"torch {torch.__version__}, ray {__import__('ray').__version__}; median of {args.repeat} interleaved "
-          f"run(s), load average at start {os.getloadavg()[0]:.1f}\n")
+          f"run(s), load average at start {load:.1f}\n")
     print("| configuration | wall (s) | files/min | vs --jobs 2 | Ray start-up (s) | Ray overhead/file (s, mean / max) "
           "| Ray shut-down (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")

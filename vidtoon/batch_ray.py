@@ -283,6 +283,8 @@ class _Driver:
         kinds: dict[Any, tuple[str, _Slot]] = {ref: ("ready", slot) for ref, slot in self.starting.items()}
         kinds.update({s.task: ("result", s) for s in self.slots if s.task is not None})
         kinds.update({s.poll: ("poll", s) for s in self.slots if s.poll is not None})
+        if not kinds:  # cannot happen while files are queued (a dead worker is replaced): do not spin
+            raise VidtoonError("no Ray worker is left to convert the remaining files")
         ready, _ = self.ray.wait(list(kinds), num_returns=1, timeout=_POLL_S)
         for ref in ready:
             kind, slot = kinds[ref]
@@ -305,8 +307,9 @@ class _Driver:
             self.load_deaths_allowed -= 1
             if self.load_deaths_allowed < 0:
                 raise VidtoonError(f"Ray workers keep dying while loading the model (last: {_describe(exc)})") from None
-            self.say(f"a Ray worker died while loading the model ({_describe(exc)}); starting another")
-            self._start_actor()
+            if self.state.queue:
+                self.say(f"a Ray worker died while loading the model ({_describe(exc)}); starting another")
+                self._start_actor()
             return
         if error:
             raise VidtoonError(f"Ray worker {slot.where} cannot load the model: {error}")
