@@ -35,6 +35,7 @@ from vidtoon.options import ConvertOptions
 from vidtoon.video import containers
 from vidtoon.video.reader import Reader, VideoInfo, VideoItem, estimate_frames, probe, scaled_size
 from vidtoon.video.remux import TrackPlan, open_tracks, plan_tracks
+from vidtoon.video.subtitles import TextSubtitleTrack
 from vidtoon.video.writer import VideoWriter, check_encoder, choose_pix_fmt, encoder_options
 
 __all__ = ["ConvertResult", "Job", "convert", "prepare", "default_output"]
@@ -310,7 +311,9 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     if errors:
         raise _as_user_error(errors[0], info.path)
     seconds = time.perf_counter() - t0
-    return _finish(job, tmp, writer.frames, seconds, reader, total, progress)
+    lost = [f"subtitle track {i}: {t.lost} cues could not be converted and were left out"
+            for i, t in tracks.items() if isinstance(t, TextSubtitleTrack) and t.lost]
+    return _finish(job, tmp, writer.frames, seconds, reader, total, progress, lost)
 
 
 def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
@@ -353,12 +356,12 @@ def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
 
 
 def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, total: int | None,
-            progress: Callable[[int, int | None], None] | None) -> ConvertResult:
+            progress: Callable[[int, int | None], None] | None, track_warnings: list[str]) -> ConvertResult:
     stats = reader.stats
     if frames == 0:
         tmp.unlink(missing_ok=True)
         raise VidtoonError(f"no video frames between --start and --end in {job.info.path.name}")
-    warnings = list(job.warnings)
+    warnings = list(job.warnings) + track_warnings
     if stats.decode_errors or stats.corrupt_frames:
         warnings.append(
             f"{job.info.path.name} is damaged: {stats.decode_errors} packets could not be decoded, "
