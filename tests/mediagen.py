@@ -2,7 +2,8 @@
 
 :func:`make_video` writes a clip whose frames all differ (a moving gradient and a moving square), with an
 optional sine-wave audio track, odd sizes, display rotation, variable frame rate, audio as stream 0 and a
-mov_text / subrip subtitle track. Other test modules import it: keep its signature stable.
+mov_text / subrip subtitle track; :func:`add_subtitles` adds a track of given cues in any text format (or
+a bitmap one) to a copy of a clip. Other test modules import it: keep its signature stable.
 """
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ def make_video(
 
 
 def _write_subtitles(out: av.container.OutputContainer, stream: av.stream.Stream, codec: str, seconds: float) -> None:
-    """Write two text cues, as raw packets (PyAV has no subtitle encoder API for text)."""
+    """Write two text cues, as ready-made packets (no encoder involved)."""
     cues = [(0.0, seconds / 2, "hello"), (seconds / 2, seconds, "world")]
     for start, end, text in cues:
         if codec == "mov_text":
@@ -213,7 +214,6 @@ def _write_subtitles(out: av.container.OutputContainer, stream: av.stream.Stream
         packet.pts = packet.dts = int(start * 1000)
         packet.duration = int((end - start) * 1000)
         out.mux(packet)
-
 
 
 #: a minimal ASS script header: the styles a ``.ass`` subtitle track carries in its codec private data

@@ -3,8 +3,8 @@
 EXIF orientation is applied before stylizing (the output is stored upright, without the tag), an alpha
 channel is kept (the RGB is stylized, the alpha reattached unchanged), the ICC profile and the other EXIF
 fields are copied. With ``compare`` the output holds the original and the cartoon side by side (one above
-the other for portrait pictures, see :mod:`vidtoon.compare`). Outputs are written to a temporary file in the destination folder and renamed, so an
-output file only ever appears complete.
+the other for portrait pictures, see :mod:`vidtoon.compare`). Outputs are written to a temporary file in the
+destination folder and renamed, so an output file only ever appears complete.
 """
 from __future__ import annotations
 
