@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from vidtoon.trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
-from vidtoon.trainer.edges import edge_promote, line_image, surface_target
+from vidtoon.trainer.edges import edge_promote, flatten, line_image, surface_target, toon_line_image, toon_target
 from vidtoon.trainer.features import content_network
 from vidtoon.trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss
 from vidtoon.trainer.options import TrainOptions
@@ -63,9 +63,14 @@ def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[st
     cache = Path(opts.out) / ".cache"
     log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
     smoothed = cached(cartoons, edge_promote, "edge-promote-v1", cache / "edges")
-    log(f"surface targets and outlines for {len(photos)} photos (cached)")
-    targets = cached(photos, surface_target, "surface-v6", cache / "surface")
-    lines = cached(photos, line_image, "lines-v2", cache / "lines")
+    log(f"{opts.target} targets and outlines for {len(photos)} photos (cached)")
+    if opts.target == "toon":
+        flat = cached(photos, flatten, "flat-v1", cache / "flat")  # the slow part (mean shift), cached
+        targets = [toon_target(f) for f in flat]
+        lines = [toon_line_image(f) for f in flat]
+    else:
+        targets = cached(photos, surface_target, "surface-v6", cache / "surface")
+        lines = cached(photos, line_image, "lines-v2", cache / "lines")
     return Data(PairSampler([photos, targets, lines], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
                 sample_photos(photos), reports)
 
@@ -192,7 +197,7 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
                 l_surf = surface_loss(fake, target, lines, opts.line_boost)
                 l_flat = flatness_loss(fake, photo)
                 l_adv = torch.zeros((), device=device) if init else gan_loss(d_train(fake), True, opts.gan_loss)
-                loss_g = l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
+                loss_g = opts.adv_weight * l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
             opt_g.zero_grad(set_to_none=True)
             scaler.scale(loss_g).backward()
             scaler.step(opt_g)

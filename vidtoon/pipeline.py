@@ -166,7 +166,7 @@ def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> 
     if generator is None:
         from vidtoon.models import load_generator
 
-        generator = load_generator(opts.model, "cpu")
+        generator = load_generator(opts.model, "cpu", opts.strength, opts.outline)
     return create_engine(engine, generator, device=opts.device), True
 
 
@@ -395,7 +395,7 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, to
 
 
 def convert(input: str | Path, output: str | Path | None = None, *, model: str = "default",
-            engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
+            strength: float = 1.0, outline: float = 1.0, engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
             max_side: int | None = None, crf: int = 18, preset: str = "veryfast", codec: str = "libx264",
             start: float | None = None, end: float | None = None, audio: bool = True, overwrite: bool = False,
             stabilize: bool = True, stabilize_strength: float = 0.6, compare: bool = False,
@@ -408,12 +408,12 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
 
     ``engine`` is an engine name or an already created :class:`vidtoon.engines.base.Engine` (which is then not
     closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
-    instead of ``model``. ``progress(done, total)`` is called from this thread after every batch (``total``
+    instead of ``model`` (its controls as set; ``strength``/``outline`` apply to ``model``). ``progress(done, total)`` is called from this thread after every batch (``total``
     is an estimate, or None). Raises VidtoonError for anything the user can fix; the output file exists
     only if the conversion completed.
     """
     opts = ConvertOptions(
-        model=model, engine=engine if isinstance(engine, str) else engine.name, device=device,
+        model=model, strength=strength, outline=outline, engine=engine if isinstance(engine, str) else engine.name, device=device,
         batch_size=batch_size, max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
         audio=audio, overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
         compare=compare,

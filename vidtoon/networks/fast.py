@@ -162,9 +162,27 @@ class FastGenerator(nn.Module):
         # ``edge_aware``: the flat colour image is smoothed inside regions and upsampled along the photo's
         # edges (see EdgeAwareFlat) instead of bilinearly, which blurs every region border over 4 px
         self.edge_aware = EdgeAwareFlat(width) if edge_aware else None
+        #: inference-time controls (see set_controls); plain attributes, not weights
+        self.strength = 1.0
+        self.outline = 1.0
         #: compute the two full-resolution 3x3 stencils (Sobel, ``ink_refine``) as grouped convolutions; the
         #: same numbers, set for ONNX export (why: the comment above _edges)
         self.grouped_stencils = False
+
+    @property
+    def controls(self) -> dict[str, float]:
+        """The inference-time controls, as they key cached exports."""
+        return {"strength": float(self.strength), "outline": float(self.outline)}
+
+    def set_controls(self, strength: float = 1.0, outline: float = 1.0) -> "FastGenerator":
+        """``strength`` 0..1 scales the flat-colour share (the gate's complement), the colour correction and
+        the ink; ``outline`` 0..2 scales the ink. 0 gives back the photo."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if not 0.0 <= outline <= 2.0:
+            raise ValueError(f"outline must be in [0, 2], got {outline}")
+        self.strength, self.outline = float(strength), float(outline)
+        return self
 
     # Why two ways to run the same two 3x3 stencils at full resolution: ONNX Runtime's CPU layout pass
     # (NCHWc) pads a convolution's output to 16 channels, so a 1->2 or 3->1 channel convolution over a 720p
@@ -207,6 +225,10 @@ class FastGenerator(nn.Module):
             flat = self.edge_aware(xp, mean4, low, f4)
         else:
             flat = F.interpolate(low, scale_factor=4.0, mode="bilinear", align_corners=False)
+        s = self.strength
+        if s != 1.0 or self.outline != 1.0:  # a Python branch: the default graph stays exactly as trained
+            gate, corr = 1.0 - s * (1.0 - gate), s * corr
+            ink = (ink * (s * self.outline)).clamp(max=1.0)
         y = flat + gate * (xp - flat) + corr
         y = (y + 1.0) * (1.0 - ink) - 1.0  # ink darkens towards black
         if not self.training:
