@@ -97,3 +97,46 @@ def test_tensorrt_loads_and_runs_inside_the_engines_device(fake_gpu, tmp_path: P
     engine2 = trt_engine.TensorRTEngine(onnx, device="cuda:1", max_batch=2, log=lambda m: None, cache_dir=tmp_path)
     engine2._load(32, 24)
     assert fake_gpu and all(device == 1 for _, device in fake_gpu), fake_gpu
+
+
+# ---- ONNX Runtime's CUDA provider ------------------------------------------------------------------------
+
+
+def _ort_with_cuda_that(monkeypatch, loads: bool):
+    """onnxruntime as a CPU-only machine with a GPU wheel sees it: CUDA listed; ``loads``: whether it starts."""
+    ort = pytest.importorskip("onnxruntime")
+    real_session = ort.InferenceSession
+
+    class Session(real_session):
+        def __init__(self, path, opts=None, providers=None, **kw):
+            # what ONNX Runtime does when the CUDA provider's libraries fail to load: log, then use the CPU
+            super().__init__(path, opts, providers=["CPUExecutionProvider"], **kw)
+            self.asked = providers
+
+        def get_providers(self):
+            return (["CUDAExecutionProvider"] if loads else []) + super().get_providers()
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    return ort
+
+
+def test_onnxruntime_cuda_that_fell_back_to_the_cpu_is_an_error(monkeypatch):
+    from nets import tiny
+
+    _ort_with_cuda_that(monkeypatch, loads=False)
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    with pytest.raises(VidtoonError, match="CUDA provider did not load"):
+        OnnxRuntimeEngine(tiny("fast"), device="cuda", fp16=False, log=lambda m: None)
+
+
+def test_onnxruntime_cuda_provider_that_loaded_is_used(monkeypatch):
+    from nets import tiny
+
+    _ort_with_cuda_that(monkeypatch, loads=True)
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    with OnnxRuntimeEngine(tiny("fast"), device="cuda:1", fp16=False, log=lambda m: None) as engine:
+        assert engine.device == "cuda:1"
+        assert engine.session.asked[0] == ("CUDAExecutionProvider", {"device_id": 1})

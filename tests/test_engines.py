@@ -321,4 +321,6 @@ def test_onnxruntime_cuda_provider(cache_dir):
     net = tiny("fast")
     batch = frames(2, 37, 53)
     with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, device="cuda") as engine:
+        # listed by get_available_providers() is not loaded: the session itself must run on CUDA
+        assert engine.session.get_providers()[0] == "CUDAExecutionProvider"
         assert np.abs(engine.infer(batch).astype(int) - ref_engine.infer(batch).astype(int)).max() <= 3
