@@ -89,15 +89,18 @@ def test_cuda_streams_equal_the_plain_cuda_path_and_the_cpu() -> None:
     batches = [rng.integers(0, 256, (n, 72, 128, 3), dtype=np.uint8) for n in (4, 4, 3, 4)]
     with TorchEngine(tiny_generator(), device="cuda") as gpu, TorchEngine(tiny_generator(), device="cpu") as cpu:
         assert gpu.in_flight == 2 and gpu.half
-        plain = [gpu.infer(b) for b in batches]
         results, pending = [], []
         for b in batches:  # two in flight, collected in order, as the pipeline does
             pending.append(gpu.submit(b))
             if len(pending) == 2:
                 results.append(pending.pop(0)())
         results += [p() for p in pending]
+        # the plain path after submit (which turned on cuDNN's autotuner): same kernels, or others of the
+        # same precision (fp16 rounding may differ by a level)
+        plain = [gpu.infer(b) for b in batches]
         for out, ref, b in zip(results, plain, batches, strict=True):
-            assert np.array_equal(out, ref)
+            assert out.shape == b.shape and out.dtype == np.uint8
+            assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
             diff = np.abs(out.astype(int) - cpu.infer(b).astype(int))
             assert diff.max() <= 3 and diff.mean() < 0.5  # fp16 vs float32: ~2.5 levels at most
 
