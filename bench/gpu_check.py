@@ -260,7 +260,8 @@ def run(c: Check, dry: bool) -> None:
             c.record(f"timing {label}", True, f"convert {conv:.1f} fps vs decode+encode {floor:.1f} fps "
                      f"({conv / floor:.2f}x; stabilizer on {stab / floor:.2f}x), peak GPU {peak:.0f} MiB")
         t = c.figures["timing.1080p"]
-        c.record("1080p convert >= 0.8x decode+encode", t["ratio"] >= 0.8 or dry, f"{t['ratio']:.2f}x")
+        c.record("1080p convert >= 0.8x decode+encode", None if dry else t["ratio"] >= 0.8,
+                 f"{t['ratio']:.2f}x" + (" (CPU dry run: not a goal here)" if dry else ""))
         engine.close()
 
     def train() -> None:
