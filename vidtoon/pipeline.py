@@ -3,7 +3,7 @@
 ::
 
     decode thread            main thread                 encode thread
-    Reader.items() --q_in--> batches -> Engine.infer --q_out--> VideoWriter / audio tracks -> temp file
+    Reader.items() --q_in--> batches -> Engine.submit --q_out--> VideoWriter / audio tracks -> temp file
                              (+ Stabilizer)
 
 The queues are bounded, so memory stays flat however long the video is. Items keep the input's demux
@@ -14,6 +14,7 @@ error or Ctrl-C stops both threads and removes the temp file.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -286,19 +287,32 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
 
         pending: list[Any] = []
         n_video = 0
+        # batches submitted to the engine and not yet collected, oldest first (a GPU engine copies the next
+        # batch in and the previous one out while it runs one: Engine.in_flight)
+        submitted: collections.deque[tuple[list[Any], Callable[[], None]]] = collections.deque()
+
+        def collect_oldest() -> None:
+            items, finish = submitted.popleft()
+            finish()
+            for p in items:
+                _put(q_out, p, stop)
+            if progress is not None:
+                progress(writer.frames, total)
+
         while True:
             item = _get(q_in, stop)
             if item is not _END:
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
             if n_video == batch or (item is _END and pending):
-                _stylize(engine, pending, keep_source=stabilizer is not None or job.compare is not None)
-                for p in pending:
-                    _put(q_out, p, stop)
+                keep = stabilizer is not None or job.compare is not None
+                submitted.append((pending, _stylize(engine, pending, keep_source=keep)))
                 pending, n_video = [], 0
-                if progress is not None:
-                    progress(writer.frames, total)
+                if len(submitted) >= max(1, engine.in_flight):
+                    collect_oldest()
             if item is _END:
+                while submitted:
+                    collect_oldest()
                 _put(q_out, _END, stop)
                 break
         for s in stages:
@@ -328,20 +342,25 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     return _finish(job, tmp, writer.frames, seconds, reader, total, progress, lost)
 
 
-def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
-    """Replace the RGB of the video items in ``items`` with their stylized version (one engine call).
+def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[], None]:
+    """Submit the video frames of ``items`` to the engine as one batch; returns the call that waits for
+    the result and replaces each item's RGB with its stylized version.
 
     ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer and ``--compare`` need it).
     """
     frames = [it for it in items if isinstance(it, VideoItem)]
     if not frames:
-        return
-    batch = np.stack([f.rgb for f in frames])
-    toon = engine.infer(batch)
-    for f, t in zip(frames, toon, strict=True):
-        if keep_source:
-            f.source = f.rgb
-        f.rgb = t
+        return lambda: None
+    result = engine.submit(np.stack([f.rgb for f in frames]))
+
+    def finish() -> None:
+        toon = result()
+        for f, t in zip(frames, toon, strict=True):
+            if keep_source:
+                f.source = f.rgb
+            f.rgb = t
+
+    return finish
 
 
 def _close_quietly(out: av.container.OutputContainer) -> None:

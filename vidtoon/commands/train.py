@@ -1,6 +1,8 @@
 """``vidtoon train``: train a CartoonGAN style on a folder of photos and a folder of cartoons."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from vidtoon.errors import VidtoonError
@@ -89,6 +91,9 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
 
     from vidtoon.trainer.loop import train
 
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other processes train silently, rank 0 reports
+        train(opts, resume=resume, log=lambda m: None)
+        return
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[losses]}"), TimeRemainingColumn(), console=console) as bar:
