@@ -60,7 +60,8 @@ class ConvertWorker:
     a conversion runs. A load failure is kept and reported by :meth:`ready` (the driver stops the batch).
     """
 
-    def __init__(self, model: str, engine: str, device: str, convert_options: dict[str, Any]) -> None:
+    def __init__(self, model: str, generator_options: dict[str, Any], engine: str, device: str,
+                 convert_options: dict[str, Any]) -> None:
         self.where = worker_name()
         self.options = convert_options
         self.error = ""
@@ -71,7 +72,7 @@ class ConvertWorker:
             from vidtoon.engines import create_engine
             from vidtoon.models import load_generator
 
-            self.engine = create_engine(engine, load_generator(model, "cpu"), device=device)
+            self.engine = create_engine(engine, load_generator(model, "cpu", **generator_options), device=device)
         except VidtoonError as exc:
             self.error = str(exc)
         except Exception as exc:  # reported to the driver, which stops the batch with it
@@ -187,7 +188,8 @@ class _State:
 
 
 def run_batch_ray(items: Sequence[BatchItem], convert_options: dict[str, Any], *, model: str, engine: str,
-                  device: str, ray_options: RayOptions, overwrite: bool = False,
+                  device: str, ray_options: RayOptions, generator_options: dict[str, Any] | None = None,
+                  overwrite: bool = False,
                   worker_class: type[ConvertWorker] = ConvertWorker,
                   on_start: Callable[[BatchItem], None] | None = None,
                   on_progress: Callable[[BatchItem, int, int | None], None] | None = None,
@@ -195,7 +197,8 @@ def run_batch_ray(items: Sequence[BatchItem], convert_options: dict[str, Any], *
                   on_message: Callable[[str], None] | None = None) -> list[FileResult]:
     """Convert ``items`` on the Ray cluster of ``ray_options``; returns a result per item, as :func:`run_batch`.
 
-    ``model``/``engine``/``device`` are loaded by every actor; ``convert_options`` are the other keyword
+    ``model`` (with ``generator_options``: keyword arguments of :func:`vidtoon.models.load_generator`),
+    ``engine`` and ``device`` are loaded by every actor; ``convert_options`` are the other keyword
     arguments of :func:`vidtoon.pipeline.convert`. Paths must be valid on every node (shared storage).
     ``on_start`` is called again when a file is retried; ``on_message`` gets one-line news (workers
     starting, dying). Ctrl-C cancels the running conversions and re-raises KeyboardInterrupt.
@@ -222,7 +225,8 @@ def run_batch_ray(items: Sequence[BatchItem], convert_options: dict[str, Any], *
                 f"worker{'s' * (n > 1)} (1 CPU{f', {gpus:g} GPU' if gpus else ''} each)")
             actor_class = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0, max_task_retries=0,
                                      max_concurrency=3)(worker_class)
-            driver = _Driver(ray, actor_class, (model, engine, device, convert_options), items, state,
+            actor_args = (model, generator_options or {}, engine, device, convert_options)
+            driver = _Driver(ray, actor_class, actor_args, items, state,
                              ray_options, overwrite, say)
             driver.on_start, driver.on_progress, driver.on_done = on_start, on_progress, on_done
             driver.run(n)

@@ -3,7 +3,7 @@
 ::
 
     decode thread            main thread                 encode thread
-    Reader.items() --q_in--> batches -> Engine.infer --q_out--> VideoWriter / audio tracks -> temp file
+    Reader.items() --q_in--> batches -> Engine.submit --q_out--> VideoWriter / audio tracks -> temp file
                              (+ Stabilizer)
 
 The queues are bounded, so memory stays flat however long the video is. Items keep the input's demux
@@ -14,6 +14,7 @@ error or Ctrl-C stops both threads and removes the temp file.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -29,12 +30,14 @@ from typing import Any
 import av
 import numpy as np
 
+from vidtoon.compare import CompareLayout, layout_for
 from vidtoon.engines.base import Engine
 from vidtoon.errors import VidtoonError
 from vidtoon.options import ConvertOptions
 from vidtoon.video import containers
 from vidtoon.video.reader import Reader, VideoInfo, VideoItem, estimate_frames, probe, scaled_size
 from vidtoon.video.remux import TrackPlan, open_tracks, plan_tracks
+from vidtoon.video.subtitles import TextSubtitleTrack
 from vidtoon.video.writer import VideoWriter, check_encoder, choose_pix_fmt, encoder_options
 
 __all__ = ["ConvertResult", "Job", "convert", "prepare", "default_output"]
@@ -68,16 +71,22 @@ class Job:
     output: Path
     container: str
     plans: list[TrackPlan]
-    size: tuple[int, int]  # width, height of the encoded frames (after --max-side)
+    size: tuple[int, int]  # width, height of the converted frames (after --max-side)
     pix_fmt: str
     encoder_opts: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     cut: bool = False  # --start or --end given
+    compare: CompareLayout | None = None  # --compare: how the original and the cartoon share a frame
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        """Width, height of the encoded frames: ``size``, or both halves of ``--compare``."""
+        return self.compare.size(*self.size) if self.compare is not None else self.size
 
 
-def default_output(input: Path, container: str) -> Path:
-    """``<stem>_toon.<ext>`` beside the input."""
-    return input.with_name(f"{input.stem}_toon{containers.extension_of(container)}")
+def default_output(input: Path, container: str, compare: bool = False) -> Path:
+    """``<stem>_toon.<ext>`` beside the input (``<stem>_compare.<ext>`` for ``--compare``)."""
+    return input.with_name(f"{input.stem}_{'compare' if compare else 'toon'}{containers.extension_of(container)}")
 
 
 def _check_folder_writable(folder: Path) -> None:
@@ -126,7 +135,7 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     if dst is None:
         kept_audio = [a.codec for a in info.audio] if opts.audio else []
         container = containers.default_container(src, opts.codec, kept_audio, [s.codec for s in info.subtitles])
-        dst = default_output(src, container)
+        dst = default_output(src, container, opts.compare)
     else:
         container = containers.container_for(dst)
     containers.check_video_fits(container, opts.codec)
@@ -138,13 +147,15 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     warnings += track_warnings
 
     size = scaled_size(info.width, info.height, opts.max_side, even=True)
-    pix_fmt = choose_pix_fmt(opts.codec, *size)
+    compare = layout_for(*size, info.display_matrix, info.sample_aspect_ratio) if opts.compare else None
+    out_w, out_h = compare.size(*size) if compare is not None else size
+    pix_fmt = choose_pix_fmt(opts.codec, out_w, out_h)
     enc_opts = encoder_options(opts.codec, opts.crf, opts.preset)
-    check_encoder(opts.codec, size[0], size[1], pix_fmt, enc_opts)
+    check_encoder(opts.codec, out_w, out_h, pix_fmt, enc_opts)
     if pix_fmt != "yuv420p":
-        warnings.append(f"{size[0]}x{size[1]} is an odd size: encoded as {pix_fmt} to keep every pixel")
+        warnings.append(f"{out_w}x{out_h} is an odd size: encoded as {pix_fmt} to keep every pixel")
     cut = opts.start is not None or opts.end is not None
-    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut)
+    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut, compare)
 
 
 def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> tuple[Engine, bool]:
@@ -156,7 +167,7 @@ def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> 
     if generator is None:
         from vidtoon.models import load_generator
 
-        generator = load_generator(opts.model, "cpu")
+        generator = load_generator(opts.model, "cpu", opts.strength, opts.outline)
     return create_engine(engine, generator, device=opts.device), True
 
 
@@ -244,7 +255,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
         enc_opts = job.encoder_opts
         if _on_cpu(engine):  # inference keeps the cores busy: see encoder_options
             enc_opts = encoder_options(opts.codec, opts.crf, opts.preset, busy_cpu=True)
-        writer = VideoWriter(out, info, job.size, opts.codec, job.pix_fmt, enc_opts)
+        writer = VideoWriter(out, info, job.out_size, opts.codec, job.pix_fmt, enc_opts)
         tracks = open_tracks(out, reader.container, job.plans)
 
         def decode() -> None:
@@ -258,7 +269,10 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
                     if stabilizer is not None:
                         # here rather than after inference: it then overlaps the next batch's inference
                         # (OpenCV releases the GIL), and frames arrive in order, as it needs
-                        item.rgb, item.source = stabilizer.apply(item.source, item.rgb), None
+                        item.rgb = stabilizer.apply(item.source, item.rgb)
+                    if job.compare is not None:
+                        item.rgb = job.compare.join(item.source, item.rgb)
+                    item.source = None
                     writer.write(item.rgb, item.pts, item.duration)
                 else:
                     tracks[item.stream.index].push(item)
@@ -273,19 +287,32 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
 
         pending: list[Any] = []
         n_video = 0
+        # batches submitted to the engine and not yet collected, oldest first (a GPU engine copies the next
+        # batch in and the previous one out while it runs one: Engine.in_flight)
+        submitted: collections.deque[tuple[list[Any], Callable[[], None]]] = collections.deque()
+
+        def collect_oldest() -> None:
+            items, finish = submitted.popleft()
+            finish()
+            for p in items:
+                _put(q_out, p, stop)
+            if progress is not None:
+                progress(writer.frames, total)
+
         while True:
             item = _get(q_in, stop)
             if item is not _END:
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
             if n_video == batch or (item is _END and pending):
-                _stylize(engine, pending, keep_source=stabilizer is not None)
-                for p in pending:
-                    _put(q_out, p, stop)
+                keep = stabilizer is not None or job.compare is not None
+                submitted.append((pending, _stylize(engine, pending, keep_source=keep)))
                 pending, n_video = [], 0
-                if progress is not None:
-                    progress(writer.frames, total)
+                if len(submitted) >= max(1, engine.in_flight):
+                    collect_oldest()
             if item is _END:
+                while submitted:
+                    collect_oldest()
                 _put(q_out, _END, stop)
                 break
         for s in stages:
@@ -310,23 +337,30 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     if errors:
         raise _as_user_error(errors[0], info.path)
     seconds = time.perf_counter() - t0
-    return _finish(job, tmp, writer.frames, seconds, reader, total, progress)
+    lost = [f"subtitle track {i}: {t.lost} cues could not be converted and were left out"
+            for i, t in tracks.items() if isinstance(t, TextSubtitleTrack) and t.lost]
+    return _finish(job, tmp, writer.frames, seconds, reader, total, progress, lost)
 
 
-def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
-    """Replace the RGB of the video items in ``items`` with their stylized version (one engine call).
+def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[], None]:
+    """Submit the video frames of ``items`` to the engine as one batch; returns the call that waits for
+    the result and replaces each item's RGB with its stylized version.
 
-    ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer needs it).
+    ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer and ``--compare`` need it).
     """
     frames = [it for it in items if isinstance(it, VideoItem)]
     if not frames:
-        return
-    batch = np.stack([f.rgb for f in frames])
-    toon = engine.infer(batch)
-    for f, t in zip(frames, toon, strict=True):
-        if keep_source:
-            f.source = f.rgb
-        f.rgb = t
+        return lambda: None
+    result = engine.submit(np.stack([f.rgb for f in frames]))
+
+    def finish() -> None:
+        toon = result()
+        for f, t in zip(frames, toon, strict=True):
+            if keep_source:
+                f.source = f.rgb
+            f.rgb = t
+
+    return finish
 
 
 def _close_quietly(out: av.container.OutputContainer) -> None:
@@ -353,12 +387,12 @@ def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
 
 
 def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, total: int | None,
-            progress: Callable[[int, int | None], None] | None) -> ConvertResult:
+            progress: Callable[[int, int | None], None] | None, track_warnings: list[str]) -> ConvertResult:
     stats = reader.stats
     if frames == 0:
         tmp.unlink(missing_ok=True)
         raise VidtoonError(f"no video frames between --start and --end in {job.info.path.name}")
-    warnings = list(job.warnings)
+    warnings = list(job.warnings) + track_warnings
     if stats.decode_errors or stats.corrupt_frames:
         warnings.append(
             f"{job.info.path.name} is damaged: {stats.decode_errors} packets could not be decoded, "
@@ -380,24 +414,28 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, to
 
 
 def convert(input: str | Path, output: str | Path | None = None, *, model: str = "default",
-            engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
+            strength: float = 1.0, outline: float = 1.0, engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
             max_side: int | None = None, crf: int = 18, preset: str = "veryfast", codec: str = "libx264",
             start: float | None = None, end: float | None = None, audio: bool = True, overwrite: bool = False,
-            stabilize: bool = True, stabilize_strength: float = 0.6,
+            stabilize: bool = True, stabilize_strength: float = 0.6, compare: bool = False,
             progress: Callable[[int, int | None], None] | None = None,
             generator: Any | None = None) -> ConvertResult:
     """Convert ``input`` to a cartoon video at ``output`` (default ``<stem>_toon.mp4`` beside it).
 
+    ``compare``: write the original and the cartoon side by side (one above the other when the video
+    displays as portrait) in one frame of twice the size, by default to ``<stem>_compare.mp4``.
+
     ``engine`` is an engine name or an already created :class:`vidtoon.engines.base.Engine` (which is then not
     closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
-    instead of ``model``. ``progress(done, total)`` is called from this thread after every batch (``total``
+    instead of ``model`` (its controls as set; ``strength``/``outline`` apply to ``model``). ``progress(done, total)`` is called from this thread after every batch (``total``
     is an estimate, or None). Raises VidtoonError for anything the user can fix; the output file exists
     only if the conversion completed.
     """
     opts = ConvertOptions(
-        model=model, engine=engine if isinstance(engine, str) else engine.name, device=device,
+        model=model, strength=strength, outline=outline, engine=engine if isinstance(engine, str) else engine.name, device=device,
         batch_size=batch_size, max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
         audio=audio, overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
+        compare=compare,
     ).validate()
     job = prepare(input, output, opts)
     eng, owned = _make_engine(engine, generator, opts)

@@ -14,7 +14,8 @@ from vidtoon.commands._model_options import with_convert_params
 @click.command("batch")
 @click.argument("input_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the results, mirroring INPUT_DIR's subfolders (default: INPUT_DIR_toon beside it).")
+              help="Folder for the results, mirroring INPUT_DIR's subfolders (default: INPUT_DIR_toon beside it, "
+                   "INPUT_DIR_compare with --compare).")
 @click.option("-r", "--recursive", is_flag=True, help="Also convert videos in subfolders.")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Only files matching this glob (relative path or file name, e.g. '*.mp4' or 'trip/*'); repeatable.")
@@ -84,7 +85,8 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not input_dir.is_dir():
         raise VidtoonError(f"{input_dir} is not a folder (use vidtoon convert for one file)")
-    out_dir = output_dir or input_dir.resolve().with_name(input_dir.resolve().name + "_toon")
+    suffix = "_compare" if convert_opts["compare"] else "_toon"
+    out_dir = output_dir or input_dir.resolve().with_name(input_dir.resolve().name + suffix)
     with console.status("looking for videos...") as status:
         items, ignored = find_videos(
             input_dir, out_dir, recursive=recursive, include=include, exclude=exclude,
@@ -110,6 +112,8 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
 
     todo = [it for it in items if overwrite or not it.output.exists()]
     model, engine, device = convert_opts.pop("model"), convert_opts.pop("engine"), convert_opts.pop("device")
+    # the generator's inference-time controls: set once, when each engine's model is loaded
+    generator_options = {"strength": convert_opts.pop("strength"), "outline": convert_opts.pop("outline")}
     started = time.time()
     progress, overall, per_file = _progress(console, quiet, items, todo)
     done_frames: dict[Path, int] = {}
@@ -146,10 +150,11 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
                 from vidtoon.batch_ray import run_batch_ray
 
                 results = run_batch_ray(items, convert_opts, model=model, engine=engine, device=device,
-                                        ray_options=ray, overwrite=overwrite,
+                                        generator_options=generator_options, ray_options=ray, overwrite=overwrite,
                                         on_message=lambda text: console.print(escape(text)), **callbacks)
             else:
-                results = _run_local(items, todo, convert_opts, model, engine, device, jobs, overwrite, callbacks)
+                results = _run_local(items, todo, convert_opts, model, generator_options, engine, device, jobs,
+                                     overwrite, callbacks)
     except KeyboardInterrupt:
         if report is not None:
             write_report(report, results_so_far, _meta(input_dir, out_dir, model, engine, device, ray, convert_opts,
@@ -169,8 +174,8 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
     console.print(f"{counts['done']} converted, {counts['skipped']} already done, into {escape(str(out_dir))}")
 
 
-def _run_local(items: list, todo: list, convert_opts: dict[str, Any], model: str, engine: str, device: str,
-               jobs: int, overwrite: bool, callbacks: dict[str, Any]) -> list:
+def _run_local(items: list, todo: list, convert_opts: dict[str, Any], model: str, generator_options: dict[str, Any],
+               engine: str, device: str, jobs: int, overwrite: bool, callbacks: dict[str, Any]) -> list:
     """Convert on this machine with ``jobs`` engines on one loaded model."""
     from vidtoon.batch import run_batch
     from vidtoon.engines import create_engine
@@ -179,7 +184,7 @@ def _run_local(items: list, todo: list, convert_opts: dict[str, Any], model: str
     jobs = max(1, min(jobs, len(todo)))
     if not (todo and any(not it.problem for it in todo)):
         return run_batch(items, convert_opts, engines=[None], overwrite=overwrite, **callbacks)
-    generator = load_generator(model, "cpu")  # once for the whole batch
+    generator = load_generator(model, "cpu", **generator_options)  # once for the whole batch
     engines = [create_engine(engine, generator, device=device) for _ in range(jobs)]
     try:
         if jobs > 1 and all(e.device == "cpu" for e in engines):
