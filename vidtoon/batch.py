@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidtoon.errors import VidtoonError
+from vidtoon.errors import VidtoonError, describe
 
 #: extensions that make a file that cannot be opened count as a broken video (reported) rather than
 #: as some other file (ignored)
@@ -80,10 +80,12 @@ def probe_file(path: Path) -> Probe:
     """
     import av
 
+    from vidtoon.video.reader import open_container
+
     looks_like_video = path.suffix.lower() in VIDEO_EXTS
     try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        container = open_container(path)
+    except (av.FFmpegError, OSError) as exc:
         if looks_like_video:
             return Probe("broken", f"not a readable video ({getattr(exc, 'strerror', None) or exc})")
         return Probe("other", "not a media file")
@@ -240,7 +242,7 @@ def run_batch(items: Sequence[BatchItem], convert_options: dict[str, Any], *, en
                                             seconds=time.perf_counter() - t0)
             except Exception as exc:  # one bad file must not stop the batch: record what went wrong
                 results[index] = FileResult(str(item.rel), str(item.output), "failed",
-                                            error=f"{exc.__class__.__name__}: {exc}", seconds=time.perf_counter() - t0)
+                                            error=describe(exc), seconds=time.perf_counter() - t0)
             finally:
                 pool.put(engine)
         if on_done is not None:

@@ -123,9 +123,12 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     if opts.start is not None and info.duration is not None and opts.start >= info.duration:
         raise VidtoonError(f"--start {opts.start} is past the end of the video ({info.duration:.2f} s)")
     warnings: list[str] = []
+    if info.bad_metadata:
+        warnings.append(f"{src.name} has damaged metadata (not valid UTF-8): read with the bad bytes replaced")
     if dst is None:
-        kept_audio = [a.codec for a in info.audio] if opts.audio else []
-        container = containers.default_container(src, opts.codec, kept_audio, [s.codec for s in info.subtitles])
+        kept_audio = [a.codec for a in info.audio if not a.problem] if opts.audio else []
+        kept_subtitles = [s.codec for s in info.subtitles if not s.problem]
+        container = containers.default_container(src, opts.codec, kept_audio, kept_subtitles)
         dst = default_output(src, container)
     else:
         container = containers.container_for(dst)
@@ -239,7 +242,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     finished = False
     t0 = time.perf_counter()
     try:
-        mux_opts = {"movflags": "+faststart"} if job.container in ("mp4", "mov") else {}
+        mux_opts = _mux_options(job)
         out = av.open(str(tmp), "w", format=containers.CONTAINERS[job.container].muxer, options=mux_opts)
         enc_opts = job.encoder_opts
         if _on_cpu(engine):  # inference keeps the cores busy: see encoder_options
@@ -308,9 +311,24 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
             tmp.unlink(missing_ok=True)
     errors = [s.error for s in stages if s.error is not None]
     if errors:
-        raise _as_user_error(errors[0], info.path)
+        _raise_stage_error(errors[0], info.path)
     seconds = time.perf_counter() - t0
-    return _finish(job, tmp, writer.frames, seconds, reader, total, progress)
+    damaged_tracks = [w for w in (t.damage() for t in tracks.values()) if w]
+    return _finish(job, tmp, writer.frames, seconds, reader, damaged_tracks, progress)
+
+
+def _mux_options(job: Job) -> dict[str, str]:
+    """Muxer options: MP4/MOV put their index first (``faststart``, for streaming).
+
+    Frames shorter than 1 ms (over 1000 fps: a damaged header) also get a movie timescale as fine as the
+    video's: the default (1/1000 s) rounds the edit list to a length that hides most of such a video.
+    """
+    if job.container not in ("mp4", "mov"):
+        return {}
+    opts = {"movflags": "+faststart"}
+    if job.info.rate is not None and job.info.rate > 1000:
+        opts["movie_timescale"] = str(min(job.info.time_base.denominator, 2**31 - 1))
+    return opts
 
 
 def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
@@ -337,10 +355,11 @@ def _close_quietly(out: av.container.OutputContainer) -> None:
         pass
 
 
-def _as_user_error(exc: BaseException, path: Path) -> BaseException:
+def _raise_stage_error(exc: BaseException, path: Path) -> None:
+    """Re-raise what a stage raised: FFmpeg's errors as a VidtoonError naming the file (``--debug`` shows both)."""
     if isinstance(exc, av.FFmpegError):
-        return VidtoonError(f"while converting {path.name}: {exc.strerror or exc}")
-    return exc
+        raise VidtoonError(f"while converting {path.name}: {exc.strerror or exc}") from exc
+    raise exc
 
 
 def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
@@ -352,12 +371,15 @@ def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
     return last_end < stated_end - slack
 
 
-def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, total: int | None,
+def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, track_warnings: list[str],
             progress: Callable[[int, int | None], None] | None) -> ConvertResult:
     stats = reader.stats
     if frames == 0:
         tmp.unlink(missing_ok=True)
-        raise VidtoonError(f"no video frames between --start and --end in {job.info.path.name}")
+        name = job.info.path.name
+        if job.cut:
+            raise VidtoonError(f"no video frames between --start and --end in {name}")
+        raise VidtoonError(f"{name} is corrupt: none of its frames could be decoded")
     warnings = list(job.warnings)
     if stats.decode_errors or stats.corrupt_frames:
         warnings.append(
@@ -368,6 +390,7 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, to
         warnings.append(f"{job.info.path.name} ends early (truncated?): converted the {frames} frames it holds")
     if stats.fixed_pts:
         warnings.append(f"{stats.fixed_pts} frames had missing or repeated timestamps and were re-timed")
+    warnings += track_warnings
     if job.output.exists() and not job.output.is_file():
         tmp.unlink(missing_ok=True)
         raise VidtoonError(f"output {job.output} appeared as a folder during the conversion")
