@@ -2,7 +2,8 @@
 
 :func:`make_video` writes a clip whose frames all differ (a moving gradient and a moving square), with an
 optional sine-wave audio track, odd sizes, display rotation, variable frame rate, audio as stream 0 and a
-mov_text / subrip subtitle track. Other test modules import it: keep its signature stable.
+mov_text / subrip subtitle track; :func:`add_subtitles` adds a track of given cues in any text format (or
+a bitmap one) to a copy of a clip. Other test modules import it: keep its signature stable.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.subtitles.subtitle import SubtitleSet
 
 #: audio codecs whose encoder wants planar float samples (the rest get packed/planar s16 as noted)
 _AUDIO_FORMATS = {
@@ -198,7 +200,7 @@ def make_video(
 
 
 def _write_subtitles(out: av.container.OutputContainer, stream: av.stream.Stream, codec: str, seconds: float) -> None:
-    """Write two text cues, as raw packets (PyAV has no subtitle encoder API for text)."""
+    """Write two text cues, as ready-made packets (no encoder involved)."""
     cues = [(0.0, seconds / 2, "hello"), (seconds / 2, seconds, "world")]
     for start, end, text in cues:
         if codec == "mov_text":
@@ -213,6 +215,58 @@ def _write_subtitles(out: av.container.OutputContainer, stream: av.stream.Stream
         packet.duration = int((end - start) * 1000)
         out.mux(packet)
 
+
+#: a minimal ASS script header: the styles a ``.ass`` subtitle track carries in its codec private data
+ASS_HEADER = "\n".join([
+    "[Script Info]", "ScriptType: v4.00+", "PlayResX: 384", "PlayResY: 288", "",
+    "[V4+ Styles]",
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+    "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
+    "MarginR, MarginV, Encoding",
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,1", "",
+    "[Events]", "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text", "",
+]).encode()
+
+
+def add_subtitles(src: str | Path, dst: str | Path, codec: str, cues: list[tuple[int, int, str]]) -> Path:
+    """Copy every stream of ``src`` into ``dst`` (Matroska or MP4) and add a subtitle track of ``cues``.
+
+    ``cues`` are (start ms, end ms, text) in the format's own markup: SubRip/WebVTT text (``<i>..</i>``,
+    newlines), ASS dialogue text (``{\\b1}``, ``\\N``), mov_text plain text. ``codec`` is ``subrip``,
+    ``webvtt``, ``ass``, ``mov_text`` or ``dvd_subtitle`` (whose cues are written as meaningless bytes: a
+    bitmap track for tests that only copy or drop it). ASS goes through FFmpeg's encoder, which stores the
+    script header; the others are written as ready-made packets.
+    """
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        if codec == "ass":
+            sub = out.add_stream("ass")
+            sub.codec_context.time_base = Fraction(1, 1000)
+            sub.codec_context.subtitle_header = ASS_HEADER
+            sub.codec_context.open()  # before the file header is written: it carries the ASS header
+        else:
+            sub = out.add_mux_stream(codec)
+        sub.time_base = Fraction(1, 1000)
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        for n, (start, end, text) in enumerate(cues):
+            if codec == "ass":
+                cue = SubtitleSet.create(f"{n},0,Default,,0,0,0,,{text}".encode(), 0, end - start, start)
+                packet = sub.codec_context.encode_subtitle(cue)
+            elif codec == "mov_text":
+                raw = text.encode()
+                packet = av.Packet(len(raw).to_bytes(2, "big") + raw)
+            else:
+                packet = av.Packet(text.encode())
+            packet.stream = sub
+            packet.time_base = sub.time_base
+            packet.pts = packet.dts = start
+            packet.duration = end - start
+            out.mux(packet)
+    return dst
 
 
 def _silence(stream: av.audio.stream.AudioStream, frames: int) -> list[av.AudioFrame]:

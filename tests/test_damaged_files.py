@@ -1,11 +1,12 @@
 """Damaged files: tags that are not UTF-8, an audio track with a broken header, and seeded fuzzing.
 
-The two named cases are made by byte-patching generated clips (``fuzzing.py``). The fuzz test damages
-clips made by the tests (MP4 + AAC, Matroska + PCM + SubRip, WebM VP9 + Opus converted to MP4) with
-seeded bit flips, a zeroed block, truncation or header bytes, and runs the real ``vidtoon convert`` on
-each in one subprocess, whose watchdog turns a hang into a failure naming the file. For each variant: no
-traceback, the input untouched, no temporary file left, and either exit 0 with an output that decodes to
-the frame count reported, or exit 1 with exactly one ``Error:`` line that names no Python exception class.
+The named cases are made by byte-patching generated clips (``fuzzing.py``). The fuzz test damages clips
+made by the tests (MP4 + AAC; Matroska + PCM + SubRip; Matroska + SubRip and WebM VP9 + Opus converted to
+MP4) with seeded bit flips, a zeroed block, truncation or header bytes, and runs the real ``vidtoon
+convert`` on each in one subprocess, whose watchdog turns a hang into a failure naming the file. For each
+variant: no traceback, the input untouched, no temporary file left, and either exit 0 with an output that
+decodes to the frame count reported, or exit 1 with exactly one ``Error:`` line that names no Python
+exception class.
 
 ``VIDTOON_FUZZ_SEED`` and ``VIDTOON_FUZZ_VARIANTS`` (per clip and kind of damage, default 3) run other or
 more variants, e.g. ``VIDTOON_FUZZ_SEED=7 VIDTOON_FUZZ_VARIANTS=20 python -m pytest tests/test_damaged_files.py``.
@@ -32,10 +33,12 @@ SEED = int(os.environ.get("VIDTOON_FUZZ_SEED", "0"))
 VARIANTS = int(os.environ.get("VIDTOON_FUZZ_VARIANTS", "3"))
 
 #: clip name -> (make_video arguments, convert arguments after the input; {dir} is the variant's folder):
-#: AAC copied into MP4; PCM and SubRip copied into Matroska; Opus re-encoded to AAC for MP4
+#: AAC copied into MP4; PCM and SubRip copied into Matroska; SubRip converted to mov_text for MP4; Opus
+#: re-encoded to AAC for MP4
 CLIPS: dict[str, tuple[dict, list[str]]] = {
     "clip.mp4": ({"audio": "aac"}, []),
     "clip.mkv": ({"audio": "pcm_s16le", "subtitles": True}, []),
+    "subs.mkv": ({"audio": "aac", "subtitles": True}, ["-o", "{dir}/out.mp4"]),
     "clip.webm": ({"codec": "libvpx-vp9", "audio": "libopus"}, ["-o", "{dir}/out.mp4"]),
 }
 

@@ -2,8 +2,9 @@
 
 EXIF orientation is applied before stylizing (the output is stored upright, without the tag), an alpha
 channel is kept (the RGB is stylized, the alpha reattached unchanged), the ICC profile and the other EXIF
-fields are copied. Outputs are written to a temporary file in the destination folder and renamed, so an
-output file only ever appears complete.
+fields are copied. With ``compare`` the output holds the original and the cartoon side by side (one above
+the other for portrait pictures, see :mod:`vidtoon.compare`). Outputs are written to a temporary file in the
+destination folder and renamed, so an output file only ever appears complete.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 WRITE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 #: appended to the stem of an output name; folder scans skip such files so a re-run does not stylize outputs
 SUFFIX = "_toon"
+#: the same for the before/after outputs of ``compare``
+COMPARE_SUFFIX = "_compare"
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,11 @@ def _require_pillow() -> Any:
     return Image, ImageOps
 
 
-def output_name(path: Path) -> str:
-    """``photo.jpg`` -> ``photo_toon.jpg`` (formats Pillow cannot write as given become ``.png``)."""
+def output_name(path: Path, compare: bool = False) -> str:
+    """``photo.jpg`` -> ``photo_toon.jpg``, or ``photo_compare.jpg`` for ``compare`` (formats Pillow cannot
+    write as given become ``.png``)."""
     ext = path.suffix if path.suffix.lower() in WRITE_FORMATS else ".png"
-    return f"{path.stem}{SUFFIX}{ext}"
+    return f"{path.stem}{COMPARE_SUFFIX if compare else SUFFIX}{ext}"
 
 
 def _scan(folder: Path, recursive: bool) -> list[Path]:
@@ -65,16 +69,17 @@ def _scan(folder: Path, recursive: bool) -> list[Path]:
     return sorted(
         p for p in found
         if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-        and not p.stem.endswith(SUFFIX)
+        and not p.stem.endswith((SUFFIX, COMPARE_SUFFIX))
     )
 
 
-def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None, recursive: bool = False) -> list[ImageJob]:
+def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None, recursive: bool = False,
+              compare: bool = False) -> list[ImageJob]:
     """Turn the command line's inputs (files and folders) and ``-o`` into jobs.
 
     One file and ``-o`` that is not an existing folder: ``-o`` is the output file. Otherwise ``-o`` is a
     folder (created when missing); images found in a folder keep their path relative to it. Without
-    ``-o`` every output is written next to its input as ``<stem>_toon.<ext>``.
+    ``-o`` every output is written next to its input as ``<stem>_toon.<ext>`` (``_compare`` for ``compare``).
     """
     if not inputs:
         raise VidtoonError("no input images given")
@@ -97,9 +102,9 @@ def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None, re
             found = _scan(p, recursive)
             for f in found:
                 dest_dir = (out / f.parent.relative_to(p)) if out is not None else f.parent
-                jobs.append(ImageJob(f, dest_dir / output_name(f)))
+                jobs.append(ImageJob(f, dest_dir / output_name(f, compare)))
         else:
-            jobs.append(ImageJob(p, (out if out is not None else p.parent) / output_name(p)))
+            jobs.append(ImageJob(p, (out if out is not None else p.parent) / output_name(p, compare)))
     if not jobs:
         where = ", ".join(str(p) for p in paths)
         raise VidtoonError(f"no .jpg, .png or .webp images found in {where}" + ("" if recursive else " (use --recursive for subfolders)"))
@@ -157,10 +162,12 @@ def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
 
 
 def stylize_array(engine: Any, rgb: np.ndarray, alpha: np.ndarray | None = None,
-                  max_side: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  max_side: int | None = None, compare: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Stylize one RGB picture with ``engine`` (an :class:`vidtoon.engines.base.Engine`), resizing first if asked.
 
-    The alpha channel, when given, is resized the same way and returned unchanged otherwise.
+    The alpha channel, when given, is resized the same way and returned unchanged otherwise. ``compare``
+    returns the (resized) original and the cartoon side by side, or one above the other when portrait
+    (``max_side`` applies to each half); the alpha channel is then doubled the same way.
     """
     import cv2
 
@@ -171,6 +178,12 @@ def stylize_array(engine: Any, rgb: np.ndarray, alpha: np.ndarray | None = None,
         if alpha is not None:
             alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_AREA)
     out = engine.infer(np.ascontiguousarray(rgb)[None])[0]
+    if compare:
+        from vidtoon.compare import layout_for
+
+        layout = layout_for(nw, nh)  # pictures are already upright (EXIF orientation applied)
+        out = layout.join(rgb, out)
+        alpha = layout.join(alpha, alpha) if alpha is not None else None
     return out, alpha
 
 
@@ -218,7 +231,7 @@ def save_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = Non
 
 
 def stylize_file(engine: Any, job: ImageJob, max_side: int | None = None, overwrite: bool = False,
-                 quality: int = 95) -> ImageResult:
+                 quality: int = 95, compare: bool = False) -> ImageResult:
     """Stylize one image file into ``job.output``; errors become a failed :class:`ImageResult`."""
     import time
 
@@ -229,7 +242,7 @@ def stylize_file(engine: Any, job: ImageJob, max_side: int | None = None, overwr
         if job.output.exists() and not overwrite:
             raise VidtoonError(f"{job.output} exists (use --overwrite)")
         rgb, alpha, meta = load_image(job.input)
-        out, alpha = stylize_array(engine, rgb, alpha, max_side)
+        out, alpha = stylize_array(engine, rgb, alpha, max_side, compare)
         warnings = save_image(job.output, out, alpha, meta, quality)
     except VidtoonError as exc:
         return ImageResult(job, False, error=str(exc), seconds=time.perf_counter() - t0)
@@ -241,11 +254,12 @@ def stylize_file(engine: Any, job: ImageJob, max_side: int | None = None, overwr
 
 
 def stylize_files(engine: Any, jobs: Iterable[ImageJob], max_side: int | None = None, overwrite: bool = False,
-                  quality: int = 95, on_result: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
+                  quality: int = 95, on_result: Callable[[ImageResult], None] | None = None,
+                  compare: bool = False) -> list[ImageResult]:
     """Stylize every job in turn with one engine; a bad file is reported in its result, the rest go on."""
     results = []
     for job in jobs:
-        result = stylize_file(engine, job, max_side, overwrite, quality)
+        result = stylize_file(engine, job, max_side, overwrite, quality, compare)
         results.append(result)
         if on_result is not None:
             on_result(result)

@@ -43,6 +43,8 @@ class ConvertOptions:
     stabilize: bool = True
     # its strength, 0..1 (weight of the motion-compensated previous output)
     stabilize_strength: float = 0.6
+    # write the original and the cartoon side by side (one above the other for portrait video), see vidtoon.compare
+    compare: bool = False
 
     def validate(self) -> "ConvertOptions":
         """Raise VidtoonError naming the first invalid option; returns self for chaining."""

@@ -29,6 +29,7 @@ from typing import Any
 import av
 import numpy as np
 
+from vidtoon.compare import CompareLayout, layout_for
 from vidtoon.engines.base import Engine
 from vidtoon.errors import VidtoonError
 from vidtoon.options import ConvertOptions
@@ -68,16 +69,22 @@ class Job:
     output: Path
     container: str
     plans: list[TrackPlan]
-    size: tuple[int, int]  # width, height of the encoded frames (after --max-side)
+    size: tuple[int, int]  # width, height of the converted frames (after --max-side)
     pix_fmt: str
     encoder_opts: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     cut: bool = False  # --start or --end given
+    compare: CompareLayout | None = None  # --compare: how the original and the cartoon share a frame
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        """Width, height of the encoded frames: ``size``, or both halves of ``--compare``."""
+        return self.compare.size(*self.size) if self.compare is not None else self.size
 
 
-def default_output(input: Path, container: str) -> Path:
-    """``<stem>_toon.<ext>`` beside the input."""
-    return input.with_name(f"{input.stem}_toon{containers.extension_of(container)}")
+def default_output(input: Path, container: str, compare: bool = False) -> Path:
+    """``<stem>_toon.<ext>`` beside the input (``<stem>_compare.<ext>`` for ``--compare``)."""
+    return input.with_name(f"{input.stem}_{'compare' if compare else 'toon'}{containers.extension_of(container)}")
 
 
 def _check_folder_writable(folder: Path) -> None:
@@ -129,7 +136,7 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
         kept_audio = [a.codec for a in info.audio if not a.problem] if opts.audio else []
         kept_subtitles = [s.codec for s in info.subtitles if not s.problem]
         container = containers.default_container(src, opts.codec, kept_audio, kept_subtitles)
-        dst = default_output(src, container)
+        dst = default_output(src, container, opts.compare)
     else:
         container = containers.container_for(dst)
     containers.check_video_fits(container, opts.codec)
@@ -141,13 +148,15 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     warnings += track_warnings
 
     size = scaled_size(info.width, info.height, opts.max_side, even=True)
-    pix_fmt = choose_pix_fmt(opts.codec, *size)
+    compare = layout_for(*size, info.display_matrix, info.sample_aspect_ratio) if opts.compare else None
+    out_w, out_h = compare.size(*size) if compare is not None else size
+    pix_fmt = choose_pix_fmt(opts.codec, out_w, out_h)
     enc_opts = encoder_options(opts.codec, opts.crf, opts.preset)
-    check_encoder(opts.codec, size[0], size[1], pix_fmt, enc_opts)
+    check_encoder(opts.codec, out_w, out_h, pix_fmt, enc_opts)
     if pix_fmt != "yuv420p":
-        warnings.append(f"{size[0]}x{size[1]} is an odd size: encoded as {pix_fmt} to keep every pixel")
+        warnings.append(f"{out_w}x{out_h} is an odd size: encoded as {pix_fmt} to keep every pixel")
     cut = opts.start is not None or opts.end is not None
-    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut)
+    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut, compare)
 
 
 def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> tuple[Engine, bool]:
@@ -247,7 +256,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
         enc_opts = job.encoder_opts
         if _on_cpu(engine):  # inference keeps the cores busy: see encoder_options
             enc_opts = encoder_options(opts.codec, opts.crf, opts.preset, busy_cpu=True)
-        writer = VideoWriter(out, info, job.size, opts.codec, job.pix_fmt, enc_opts)
+        writer = VideoWriter(out, info, job.out_size, opts.codec, job.pix_fmt, enc_opts)
         tracks = open_tracks(out, reader.container, job.plans)
 
         def decode() -> None:
@@ -261,7 +270,10 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
                     if stabilizer is not None:
                         # here rather than after inference: it then overlaps the next batch's inference
                         # (OpenCV releases the GIL), and frames arrive in order, as it needs
-                        item.rgb, item.source = stabilizer.apply(item.source, item.rgb), None
+                        item.rgb = stabilizer.apply(item.source, item.rgb)
+                    if job.compare is not None:
+                        item.rgb = job.compare.join(item.source, item.rgb)
+                    item.source = None
                     writer.write(item.rgb, item.pts, item.duration)
                 else:
                     tracks[item.stream.index].push(item)
@@ -282,7 +294,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
             if n_video == batch or (item is _END and pending):
-                _stylize(engine, pending, keep_source=stabilizer is not None)
+                _stylize(engine, pending, keep_source=stabilizer is not None or job.compare is not None)
                 for p in pending:
                     _put(q_out, p, stop)
                 pending, n_video = [], 0
@@ -313,8 +325,8 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     if errors:
         _raise_stage_error(errors[0], info.path)
     seconds = time.perf_counter() - t0
-    damaged_tracks = [w for w in (t.damage() for t in tracks.values()) if w]
-    return _finish(job, tmp, writer.frames, seconds, reader, damaged_tracks, progress)
+    track_warnings = [w for w in (t.damage() for t in tracks.values()) if w]
+    return _finish(job, tmp, writer.frames, seconds, reader, total, progress, track_warnings)
 
 
 def _mux_options(job: Job) -> dict[str, str]:
@@ -334,7 +346,7 @@ def _mux_options(job: Job) -> dict[str, str]:
 def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
     """Replace the RGB of the video items in ``items`` with their stylized version (one engine call).
 
-    ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer needs it).
+    ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer and ``--compare`` need it).
     """
     frames = [it for it in items if isinstance(it, VideoItem)]
     if not frames:
@@ -371,8 +383,8 @@ def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
     return last_end < stated_end - slack
 
 
-def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, track_warnings: list[str],
-            progress: Callable[[int, int | None], None] | None) -> ConvertResult:
+def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, total: int | None,
+            progress: Callable[[int, int | None], None] | None, track_warnings: list[str]) -> ConvertResult:
     stats = reader.stats
     if frames == 0:
         tmp.unlink(missing_ok=True)
@@ -380,7 +392,7 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, tr
         if job.cut:
             raise VidtoonError(f"no video frames between --start and --end in {name}")
         raise VidtoonError(f"{name} is corrupt: none of its frames could be decoded")
-    warnings = list(job.warnings)
+    warnings = list(job.warnings) + track_warnings
     if stats.decode_errors or stats.corrupt_frames:
         warnings.append(
             f"{job.info.path.name} is damaged: {stats.decode_errors} packets could not be decoded, "
@@ -390,7 +402,6 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, tr
         warnings.append(f"{job.info.path.name} ends early (truncated?): converted the {frames} frames it holds")
     if stats.fixed_pts:
         warnings.append(f"{stats.fixed_pts} frames had missing or repeated timestamps and were re-timed")
-    warnings += track_warnings
     if job.output.exists() and not job.output.is_file():
         tmp.unlink(missing_ok=True)
         raise VidtoonError(f"output {job.output} appeared as a folder during the conversion")
@@ -406,10 +417,13 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
             engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
             max_side: int | None = None, crf: int = 18, preset: str = "veryfast", codec: str = "libx264",
             start: float | None = None, end: float | None = None, audio: bool = True, overwrite: bool = False,
-            stabilize: bool = True, stabilize_strength: float = 0.6,
+            stabilize: bool = True, stabilize_strength: float = 0.6, compare: bool = False,
             progress: Callable[[int, int | None], None] | None = None,
             generator: Any | None = None) -> ConvertResult:
     """Convert ``input`` to a cartoon video at ``output`` (default ``<stem>_toon.mp4`` beside it).
+
+    ``compare``: write the original and the cartoon side by side (one above the other when the video
+    displays as portrait) in one frame of twice the size, by default to ``<stem>_compare.mp4``.
 
     ``engine`` is an engine name or an already created :class:`vidtoon.engines.base.Engine` (which is then not
     closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
@@ -421,6 +435,7 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
         model=model, engine=engine if isinstance(engine, str) else engine.name, device=device,
         batch_size=batch_size, max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
         audio=audio, overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
+        compare=compare,
     ).validate()
     job = prepare(input, output, opts)
     eng, owned = _make_engine(engine, generator, opts)

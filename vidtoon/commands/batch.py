@@ -14,7 +14,8 @@ from vidtoon.commands._model_options import with_convert_params
 @click.command("batch")
 @click.argument("input_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the results, mirroring INPUT_DIR's subfolders (default: INPUT_DIR_toon beside it).")
+              help="Folder for the results, mirroring INPUT_DIR's subfolders (default: INPUT_DIR_toon beside it, "
+                   "INPUT_DIR_compare with --compare).")
 @click.option("-r", "--recursive", is_flag=True, help="Also convert videos in subfolders.")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Only files matching this glob (relative path or file name, e.g. '*.mp4' or 'trip/*'); repeatable.")
@@ -60,7 +61,8 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not input_dir.is_dir():
         raise VidtoonError(f"{input_dir} is not a folder (use vidtoon convert for one file)")
-    out_dir = output_dir or input_dir.resolve().with_name(input_dir.resolve().name + "_toon")
+    suffix = "_compare" if convert_opts["compare"] else "_toon"
+    out_dir = output_dir or input_dir.resolve().with_name(input_dir.resolve().name + suffix)
     with console.status("looking for videos...") as status:
         items, ignored = find_videos(
             input_dir, out_dir, recursive=recursive, include=include, exclude=exclude,

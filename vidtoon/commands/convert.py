@@ -58,13 +58,16 @@ class TimeParam(click.ParamType):
               help="Reduce frame-to-frame flicker of the stylization (optical-flow guided; about 11% slower at 720p).")
 @click.option("--stabilize-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6,
               show_default=True, help="How steady --stabilize makes the result (0..1).")
+@click.option("--compare", is_flag=True,
+              help="Write the original and the cartoon side by side (one above the other for portrait "
+                   "pictures) in one output, named <name>_compare.<ext> by default.")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def convert_cmd(input: str, output: str | None, model: str, engine: str, device: str, batch_size: int | None,
                 max_side: int | None, crf: int, preset: str, codec: str, start: float | None, end: float | None,
-                no_audio: bool, stabilize: bool, stabilize_strength: float, overwrite: bool, quiet: bool,
-                debug: bool) -> None:
+                no_audio: bool, stabilize: bool, stabilize_strength: float, compare: bool, overwrite: bool,
+                quiet: bool, debug: bool) -> None:
     """Turn a video into a cartoon video.
 
     Timing (every frame's timestamp, variable frame rates), frame count, size, rotation, aspect ratio and
@@ -76,6 +79,7 @@ def convert_cmd(input: str, output: str | None, model: str, engine: str, device:
       vidtoon convert holiday.mp4                    # writes holiday_toon.mp4
       vidtoon convert talk.mkv -o talk.mp4 --start 1:00 --end 1:30
       vidtoon convert clip.mov --max-side 1280 --crf 20
+      vidtoon convert holiday.mp4 --compare          # before/after: holiday_compare.mp4
     """
     from rich.console import Console
 
@@ -87,7 +91,8 @@ def convert_cmd(input: str, output: str | None, model: str, engine: str, device:
     try:
         ConvertOptions(model=model, engine=engine, device=device, batch_size=batch_size, max_side=max_side,
                        crf=crf, preset=preset, codec=codec, start=start, end=end, audio=not no_audio,
-                       overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength).validate()
+                       overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
+                       compare=compare).validate()
     except VidtoonError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -96,7 +101,7 @@ def convert_cmd(input: str, output: str | None, model: str, engine: str, device:
         result = convert(input, output, model=model, engine=engine, device=device, batch_size=batch_size,
                          max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
                          audio=not no_audio, overwrite=overwrite, stabilize=stabilize,
-                         stabilize_strength=stabilize_strength, progress=progress)
+                         stabilize_strength=stabilize_strength, compare=compare, progress=progress)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     if not quiet:

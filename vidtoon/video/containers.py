@@ -24,8 +24,10 @@ class ContainerSpec:
     video: frozenset[str]
     #: audio codecs it holds untouched; anything else is re-encoded to AAC (or dropped where AAC cannot go)
     audio: frozenset[str]
-    #: subtitle codecs it holds untouched; anything else is dropped with a warning
+    #: subtitle codecs it holds untouched
     subtitles: frozenset[str]
+    #: the text subtitle codec other text subtitles are converted to (bitmap ones it cannot hold are dropped)
+    text_subtitles: str
 
 
 _PCM = frozenset({"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_u8", "pcm_s16be", "pcm_s24be"})
@@ -38,6 +40,7 @@ CONTAINERS: dict[str, ContainerSpec] = {
         video=frozenset({"h264", "hevc", "av1", "vp9", "mpeg4"}),
         audio=frozenset({"aac", "mp3", "ac3", "eac3", "alac"}),
         subtitles=frozenset({"mov_text"}),
+        text_subtitles="mov_text",
     ),
     # QuickTime: as MP4 plus PCM (QuickTime's native uncompressed audio) and ProRes
     "mov": ContainerSpec(
@@ -45,6 +48,7 @@ CONTAINERS: dict[str, ContainerSpec] = {
         video=frozenset({"h264", "hevc", "prores", "mpeg4"}),
         audio=frozenset({"aac", "mp3", "ac3", "eac3", "alac"}) | _PCM,
         subtitles=frozenset({"mov_text"}),
+        text_subtitles="mov_text",
     ),
     # Matroska holds nearly everything
     "mkv": ContainerSpec(
@@ -52,6 +56,7 @@ CONTAINERS: dict[str, ContainerSpec] = {
         video=frozenset({"h264", "hevc", "av1", "vp8", "vp9", "mpeg4", "prores", "ffv1"}),
         audio=frozenset({"aac", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "vorbis", "flac", "alac"}) | _MKV_PCM,
         subtitles=frozenset({"subrip", "ass", "ssa", "webvtt", "hdmv_pgs_subtitle", "dvd_subtitle"}),
+        text_subtitles="ass",  # what FFmpeg picks too: it keeps the styling that mov_text carries
     ),
     # WebM: the royalty-free subset of Matroska
     "webm": ContainerSpec(
@@ -59,6 +64,7 @@ CONTAINERS: dict[str, ContainerSpec] = {
         video=frozenset({"vp8", "vp9", "av1"}),
         audio=frozenset({"opus", "vorbis"}),
         subtitles=frozenset({"webvtt"}),
+        text_subtitles="webvtt",
     ),
 }
 
@@ -108,6 +114,24 @@ def audio_fits(container: str, codec: str) -> bool:
 def subtitle_fits(container: str, codec: str) -> bool:
     """Whether a subtitle track in ``codec`` can be copied untouched into ``container``."""
     return codec in CONTAINERS[container].subtitles
+
+
+def subtitle_target(container: str, codec: str) -> str | None:
+    """The codec a subtitle track in ``codec`` is written as in ``container``, or None when it cannot go.
+
+    ``codec`` itself when the container holds it; the container's text format for any other text subtitle
+    that FFmpeg can decode (SubRip, ASS/SSA, WebVTT, mov_text, ...: as ffmpeg and HandBrake do); None for
+    bitmap subtitles (PGS, DVD) the container cannot hold, and for codecs without a decoder.
+    """
+    import av
+
+    if subtitle_fits(container, codec):
+        return codec
+    try:
+        text = av.Codec(codec, "r").text_sub
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return None
+    return CONTAINERS[container].text_subtitles if text else None
 
 
 def default_container(input_path: str | Path, encoder: str, audio_codecs: list[str], subtitle_codecs: list[str]) -> str:

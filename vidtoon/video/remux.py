@@ -3,10 +3,11 @@
 Every audio track of the input is kept, in input order. A track is copied packet for packet (bytes
 identical, timestamps only shifted by ``--start``) whenever the output container holds its codec (see
 :mod:`vidtoon.video.containers`); otherwise it is re-encoded to AAC at the same sample rate and channel
-layout (5.1 stays 5.1). Subtitles are copied where the container holds them and dropped with a warning
-otherwise (converting text formats between containers is out of scope). A track whose header is damaged
-(0 channels, an unknown codec: see ``StreamInfo.problem``) is dropped with a warning naming it, and the
-video converts without it, as ffmpeg would.
+layout (5.1 stays 5.1). Subtitles are copied where the container holds them; other text subtitles are
+converted to the container's text format (SubRip, ASS or WebVTT to mov_text for MP4/MOV, see
+:mod:`vidtoon.video.subtitles`) and bitmap subtitles it cannot hold (PGS, DVD) are dropped with a warning.
+A track whose header is damaged (0 channels, an unknown codec: see ``StreamInfo.problem``) is dropped with
+a warning naming it, and the video converts without it, as ffmpeg would.
 
 ``--start``/``--end`` on copied tracks are packet-accurate: a packet is kept when its start time lies in
 [start, end), and shifted by the same offset as the video, so sync is exact; the audio may begin up to one
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 
 import av
 
-from vidtoon.video.containers import FALLBACK_AUDIO, audio_fits, subtitle_fits
+from vidtoon.video.containers import FALLBACK_AUDIO, audio_fits, subtitle_target
 from vidtoon.video.reader import StreamInfo, VideoInfo
+from vidtoon.video.subtitles import TextSubtitleTrack
 
 #: channel count -> layout for tracks whose layout has no channel order ("2 channels" in some PCM/MKV)
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
@@ -32,8 +34,9 @@ class TrackPlan:
     """What happens to one non-video input stream."""
 
     stream: StreamInfo
-    action: str  # "copy", "reencode" (to AAC) or "drop"
+    action: str  # "copy", "reencode" (audio to AAC, subtitles to ``codec``) or "drop"
     reason: str = ""  # why, for reencode/drop (shown as a warning)
+    codec: str = ""  # the text format a re-encoded subtitle track is written in
 
 
 def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[TrackPlan], list[str]]:
@@ -41,6 +44,7 @@ def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[Trac
     plans: list[TrackPlan] = []
     warnings: list[str] = []
     for s in info.audio + info.subtitles:
+        target = subtitle_target(container, s.codec) if s.type == "subtitle" else None
         if s.type == "audio" and not audio:
             plans.append(TrackPlan(s, "drop", "--no-audio"))
         elif s.problem:
@@ -52,8 +56,14 @@ def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[Trac
             why = f"a .{container} file cannot hold {s.codec} audio"
             plans.append(TrackPlan(s, "reencode", why))
             warnings.append(f"audio track {s.index}: {why}, re-encoded to AAC ({s.rate} Hz, {s.layout})")
-        elif subtitle_fits(container, s.codec):
+        elif target == s.codec:
             plans.append(TrackPlan(s, "copy"))
+        elif target is not None:
+            why = f"a .{container} file cannot hold {s.codec} subtitles"
+            plans.append(TrackPlan(s, "reencode", why, codec=target))
+            if s.codec in ("ass", "ssa") and target != "ass":  # text and timing always survive, styling may not
+                warnings.append(f"subtitle track {s.index}: {why}, converted to {target} "
+                                f"(ASS positioning and effects are lost)")
         else:
             why = f"a .{container} file cannot hold {s.codec} subtitles"
             plans.append(TrackPlan(s, "drop", why))
@@ -169,12 +179,17 @@ class AacTrack:
 
 
 def open_tracks(out: av.container.OutputContainer, source: av.container.InputContainer,
-                plans: list[TrackPlan]) -> dict[int, CopyTrack | AacTrack]:
+                plans: list[TrackPlan]) -> dict[int, CopyTrack | AacTrack | TextSubtitleTrack]:
     """Add the output streams for the kept tracks, in input order; returns input index -> track."""
-    tracks: dict[int, CopyTrack | AacTrack] = {}
+    tracks: dict[int, CopyTrack | AacTrack | TextSubtitleTrack] = {}
     for plan in sorted(plans, key=lambda p: p.stream.index):
         if plan.action == "drop":
             continue
         stream = source.streams[plan.stream.index]
-        tracks[plan.stream.index] = CopyTrack(out, stream) if plan.action == "copy" else AacTrack(out, stream)
+        if plan.action == "copy":
+            tracks[plan.stream.index] = CopyTrack(out, stream)
+        elif plan.stream.type == "subtitle":
+            tracks[plan.stream.index] = TextSubtitleTrack(out, stream, plan.codec)
+        else:
+            tracks[plan.stream.index] = AacTrack(out, stream)
     return tracks
