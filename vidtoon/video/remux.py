@@ -88,11 +88,14 @@ class CopyTrack:
 
     def push(self, packet: av.Packet) -> None:
         """Mux one input packet untouched (its timestamps are rescaled to the output stream by PyAV)."""
-        if packet.dts is not None and self.last_dts is not None and packet.dts <= self.last_dts:
-            packet.dts = self.last_dts + 1
-            if packet.pts is not None and packet.pts < packet.dts:
-                packet.pts = packet.dts
-            self.retimed += 1
+        last = self.last_dts
+        if packet.dts is not None and last is not None:
+            # subtitle cues may share a time, audio packets may not; muxers refuse both going back
+            if packet.dts < last or (packet.dts == last and self.kind != "subtitle"):
+                packet.dts = last + 1
+                if packet.pts is not None and packet.pts < packet.dts:
+                    packet.pts = packet.dts
+                self.retimed += 1
         if packet.dts is not None:
             self.last_dts = packet.dts
         packet.stream = self.stream

@@ -55,7 +55,7 @@ class TextSubtitleTrack:
         except av.FFmpegError:
             self.lost += 1
             return
-        if self.last_pts is not None and pts <= self.last_pts:  # a damaged time: muxers refuse going back
+        if self.last_pts is not None and pts < self.last_pts:  # a damaged time: muxers refuse going back
             pts = self.last_pts + 1
             self.retimed += 1
         self.last_pts = pts
