@@ -178,4 +178,4 @@ def test_damaged_files_convert_or_fail_plainly(tmp_path: Path, tiny_model: Path)
             failures.append(str(exc))
     assert not failures, "\n".join(failures)
     codes = [r["code"] for r in results]
-    assert codes.count(0) >= len(codes) // 4, codes  # most damage leaves something to convert
+    assert codes.count(0) >= len(codes) // 4, codes  # not only refusals: much damage leaves something to convert
