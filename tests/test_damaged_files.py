@@ -8,7 +8,7 @@ variant: no traceback, the input untouched, no temporary file left, and either e
 decodes to the frame count reported, or exit 1 with exactly one ``Error:`` line that names no Python
 exception class.
 
-``VIDTOON_FUZZ_SEED`` and ``VIDTOON_FUZZ_VARIANTS`` (per clip and kind of damage, default 3) run other or
+``VIDTOON_FUZZ_SEED`` and ``VIDTOON_FUZZ_VARIANTS`` (per clip and kind of damage, default 5) run other or
 more variants, e.g. ``VIDTOON_FUZZ_SEED=7 VIDTOON_FUZZ_VARIANTS=20 python -m pytest tests/test_damaged_files.py``.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mediagen import make_video
 
 TESTS = Path(__file__).resolve().parent
 SEED = int(os.environ.get("VIDTOON_FUZZ_SEED", "0"))
-VARIANTS = int(os.environ.get("VIDTOON_FUZZ_VARIANTS", "3"))
+VARIANTS = int(os.environ.get("VIDTOON_FUZZ_VARIANTS", "5"))
 
 #: clip name -> (make_video arguments, convert arguments after the input; {dir} is the variant's folder):
 #: AAC copied into MP4; PCM and SubRip copied into Matroska; SubRip converted to mov_text for MP4; Opus
