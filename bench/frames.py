@@ -64,8 +64,10 @@ def synthetic_frame(height: int, width: int, rng: np.random.Generator) -> np.nda
     return img
 
 
-def make_clip(path: Path, height: int, width: int, seconds: float, fps: int = 25, source: Path | None = None) -> Path:
-    """Write an H.264 MP4 of ``seconds`` at ``fps``: frames of ``source`` (looped, resized) or moving synthetic ones.
+def make_clip(path: Path, height: int, width: int, seconds: float, fps: int = 25, source: Path | None = None,
+              audio: bool = False) -> Path:
+    """Write an H.264 MP4 of ``seconds`` at ``fps``: frames of ``source`` (looped, resized) or moving synthetic ones,
+    with ``audio``: an AAC stereo 48 kHz sine track of the same length, interleaved with the video.
 
     Used to give the benchmark inputs of exact sizes and lengths; x264 ``veryfast`` keeps it quick.
     """
@@ -78,11 +80,27 @@ def make_clip(path: Path, height: int, width: int, seconds: float, fps: int = 25
         stream = out.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "20"}
+        sound = out.add_stream("aac", rate=48000, layout="stereo") if audio else None
+        samples = 0
         for i in range(n):
             img = frames[i % len(frames)] if frames is not None else np.roll(base, 4 * i, axis=1)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            while sound is not None and samples < (i + 1) * 48000 // fps:  # audio up to this frame's end
+                samples = _mux_sine(out, sound, samples)
         out.mux(stream.encode(None))
+        if sound is not None:
+            out.mux(sound.encode(None))
     return path
+
+
+def _mux_sine(out: av.container.OutputContainer, sound: av.audio.stream.AudioStream, start: int, n: int = 1024) -> int:
+    """Encode and mux ``n`` samples of a 440 Hz sine from sample ``start``; returns the next sample index."""
+    t = np.arange(start, start + n) / sound.rate
+    wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    frame = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+    frame.sample_rate, frame.pts, frame.time_base = sound.rate, start, Fraction(1, sound.rate)
+    out.mux(sound.encode(frame))
+    return start + n
 
 
 def _source_frames(source: Path, height: int, width: int, limit: int) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 from vidtoon.engines.base import Engine
@@ -21,7 +22,19 @@ ENGINES: dict[str, str] = {
 #: the pip extra that brings each engine's optional dependency
 EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "tensorrt": "tensorrt"}
 
-__all__ = ["ENGINES", "EXTRAS", "Engine", "available", "choose_engine", "create_engine", "engine_class", "pick_engine"]
+#: what the ONNX export of a generator needs: torch's exporter (onnx, onnxscript) and onnxruntime, which checks
+#: every export against PyTorch (engines/onnx_export.py)
+EXPORT_NEEDS = ("onnx", "onnxscript", "onnxruntime")
+#: every package an engine needs to run a generator module (an .onnx file given instead skips the export);
+#: each engine's pip extra installs all of them (tests/test_engines.py checks setup.cfg)
+NEEDS: dict[str, tuple[str, ...]] = {
+    "torch": (),
+    "onnxruntime": EXPORT_NEEDS,
+    "tensorrt": ("tensorrt", *EXPORT_NEEDS),
+}
+
+__all__ = ["ENGINES", "EXTRAS", "NEEDS", "Engine", "available", "choose_engine", "create_engine", "engine_class",
+           "missing_packages", "pick_engine"]
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -41,6 +54,11 @@ def engine_class(name: str) -> type[Engine]:
     if missing:
         raise VidtoonError(f"engine {name!r} needs {', '.join(missing)} (pip install 'vidtoon[{extra}]')")
     return engine
+
+
+def missing_packages(name: str) -> list[str]:
+    """The packages engine ``name`` needs to run a generator module that are not installed here."""
+    return [pkg for pkg in NEEDS.get(name, ()) if not available(pkg)]
 
 
 def available(package: str) -> bool:
@@ -86,11 +104,10 @@ def choose_engine(device: str = "auto") -> tuple[str, str, str]:
     import torch
 
     cuda = torch.cuda.is_available()
-    # both engines start from an ONNX export, which needs onnx and onnxscript (torch's exporter) too
-    export = available("onnx") and available("onnxscript")
-    # TensorRT is only looked for when it could be used: with a GPU
-    return pick_engine(device, cuda=cuda, tensorrt=cuda and export and available("tensorrt"),
-                       onnxruntime=export and available("onnxruntime"))
+    # both engines start from an ONNX export: every package of that path must be there (NEEDS), or the first
+    # convert would fail. TensorRT is only looked for when it could be used: with a GPU
+    return pick_engine(device, cuda=cuda, tensorrt=cuda and not missing_packages("tensorrt"),
+                       onnxruntime=not missing_packages("onnxruntime"))
 
 
 def create_engine(name: str, generator: Any, device: str = "auto", **options: Any) -> Engine:
@@ -101,4 +118,11 @@ def create_engine(name: str, generator: Any, device: str = "auto", **options: An
         import torch
 
         device = "cuda" if torch.cuda.is_available() and name != "onnxruntime" else "cpu"
-    return engine_class(name)(generator, device=device, **options)
+    cls = engine_class(name)
+    missing = [] if isinstance(generator, (str, Path)) else missing_packages(name)
+    if missing:
+        from vidtoon.errors import VidtoonError
+
+        raise VidtoonError(f"engine {name!r} needs {', '.join(missing)} to export the generator "
+                           f"(pip install 'vidtoon[{EXTRAS.get(name, name)}]')")
+    return cls(generator, device=device, **options)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 #: bump when the export wrapper or the file layout changes, so old cached files are not picked up
-CACHE_VERSION = 2  # 2: grouped stencils in the fast generator's export
+CACHE_VERSION = 3  # 2: grouped stencils in the fast generator's export; 3: its edge-aware block in fp32 in fp16 graphs
 
 #: ONNX metadata key of an aligned graph (vidtoon.engines.onnx_export.export_onnx): the multiple its height and width
 #: must be; the ONNX Runtime engine pads frames to it

@@ -180,7 +180,9 @@ def verify_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, seed: i
 def generator_hash(net: nn.Module) -> str:
     """The weights hash that keys cached exports (architecture, config and every weight)."""
     arch = next((name for name, cls in ARCHS.items() if type(net) is cls), type(net).__name__)
-    return weights_hash(arch, dict(getattr(net, "config", {})), net.state_dict().items())
+    # the controls are baked into an export as constants: they key the cache like the weights do
+    config = {**dict(getattr(net, "config", {})), **dict(getattr(net, "controls", {}))}
+    return weights_hash(arch, config, net.state_dict().items())
 
 
 def cached_onnx(net: nn.Module, *, fp16: bool = False, cache_dir: Path | None = None, log: Any = None,

@@ -29,6 +29,7 @@ import onnxruntime as ort  # missing: engines/__init__.py answers "pip install '
 
 from vidtoon.engines.base import Engine, check_batch
 from vidtoon.engines.cache import MULTIPLE_KEY
+from vidtoon.errors import VidtoonError
 
 
 #: frames up to this many pixels (1080p and a little more) run side by side on a CPU (see
@@ -53,6 +54,21 @@ def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptio
     opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return opts
+
+
+def check_cuda_provider(session: ort.InferenceSession) -> None:
+    """Raise VidtoonError unless ``session`` really runs on the CUDA provider.
+
+    ``get_available_providers()`` lists what the wheel was built with, not what loaded: when the CUDA
+    provider cannot load (CUDA or cuDNN missing or of another version), ONNX Runtime logs it and runs the
+    session on the CPU (microsoft/onnxruntime#23059). Only ``session.get_providers()`` tells.
+    """
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise VidtoonError(
+            "onnxruntime's CUDA provider did not load (its CUDA/cuDNN libraries are missing or of another "
+            "version; see ONNX Runtime's CUDA requirements), so it would run on the CPU "
+            "(use --engine torch --device cuda, or --device cpu)"
+        )
 
 
 class OnnxRuntimeEngine(Engine):
@@ -97,7 +113,7 @@ class OnnxRuntimeEngine(Engine):
         self.threads = threads
         if cuda:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("onnxruntime has no CUDA provider here (install onnxruntime-gpu, or use --engine torch)")
+                raise VidtoonError("onnxruntime has no CUDA provider here (install onnxruntime-gpu, or use --engine torch)")
             index = int(device.split(":")[1]) if ":" in device else 0
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
             self.preferred_batch_size = 4
@@ -107,6 +123,8 @@ class OnnxRuntimeEngine(Engine):
         self._providers = providers
         self._cuda = cuda
         self.session = ort.InferenceSession(str(self.onnx_path), session_options(self.threads), providers=providers)
+        if cuda:
+            check_cuda_provider(self.session)
         aligned = self.session.get_modelmeta().custom_metadata_map.get(MULTIPLE_KEY)
         #: the graph wants height and width padded to ``multiple`` by this engine (an aligned export)
         self.aligned = aligned is not None

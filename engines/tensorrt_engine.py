@@ -139,14 +139,28 @@ class TensorRTEngine(Engine):
         self._onnx_hash = file_sha256(self.onnx_path)
         self.gpu_name = torch.cuda.get_device_name(self._device)
         self.device = f"{self._device} ({self.gpu_name})"
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        with self._on_device():
+            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._stream = torch.cuda.Stream(device=self._device)
         self._size: tuple[int, int] | None = None
         self._engine: Any = None
         self._context: Any = None
 
+    def _on_device(self) -> Any:
+        """A context in which ``self._device`` is the current CUDA device.
+
+        TensorRT binds what it builds, deserializes and creates (engines, execution contexts, their memory)
+        to the device current at that moment: every TensorRT call runs inside this context, or with
+        ``cuda:N`` (N != 0) the engine would sit on GPU 0 and the buffers on GPU N.
+        """
+        return self._torch.cuda.device(self._device)
+
     def _load(self, height: int, width: int) -> None:
         """Make the plan for frames of ``height x width`` current, building (and caching) it if needed."""
+        with self._on_device():
+            self._load_on_device(height, width)
+
+    def _load_on_device(self, height: int, width: int) -> None:
         profile = profile_shapes(height, width, self.max_batch)
         path = plan_path(self._onnx_hash, profile, self.precision, trt.__version__, self.gpu_name, self.cache_dir)
         engine = None
@@ -161,11 +175,12 @@ class TensorRTEngine(Engine):
                 f"this takes a few minutes and is cached in {path.parent}"
             )
             start = time.monotonic()
-            with self._torch.cuda.device(self._device):
-                plan = build_plan(self.onnx_path, profile)
+            plan = build_plan(self.onnx_path, profile)
             atomic_write_bytes(path, plan)
             self.log(f"TensorRT engine built in {time.monotonic() - start:.0f} s")
             engine = self._runtime.deserialize_cuda_engine(plan)
+            if engine is None:
+                raise RuntimeError("TensorRT could not load the engine it just built (see the TensorRT messages above)")
         self._engine, self._context, self._size = engine, engine.create_execution_context(), (height, width)
         self._in_dtype = self._torch_dtype(engine.get_tensor_dtype(INPUT))
         self._out_dtype = self._torch_dtype(engine.get_tensor_dtype(OUTPUT))
@@ -184,7 +199,7 @@ class TensorRTEngine(Engine):
         if n > self.max_batch:
             return np.concatenate([self.infer(frames[i : i + self.max_batch]) for i in range(0, n, self.max_batch)])
         torch = self._torch
-        with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
+        with self._on_device(), torch.cuda.stream(self._stream):
             x = torch.from_numpy(np.ascontiguousarray(frames)).pin_memory().to(self._device, non_blocking=True)
             # uint8 NHWC -> NCHW in [-1, 1], in the plan's input precision
             x = x.permute(0, 3, 1, 2).to(self._in_dtype).div_(127.5).sub_(1.0).contiguous()
@@ -201,5 +216,7 @@ class TensorRTEngine(Engine):
         return host.numpy()
 
     def close(self) -> None:
-        self._context = self._engine = None
+        if self._engine is not None:
+            with self._on_device():  # freed on the device they were made on
+                self._context = self._engine = None
         self._size = None

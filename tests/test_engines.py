@@ -189,6 +189,9 @@ def test_choose_engine_probes_the_machine(monkeypatch):
     # without the exporter (onnxscript) neither ONNX-based engine can start
     monkeypatch.setattr(engines, "available", lambda pkg: pkg in {"tensorrt", "onnxruntime", "onnx"})
     assert choose_engine("auto")[:2] == ("torch", "cuda")
+    # without onnxruntime, which checks every export, the TensorRT path cannot start either
+    monkeypatch.setattr(engines, "available", lambda pkg: pkg in {"tensorrt", "onnx", "onnxscript"})
+    assert choose_engine("auto")[:2] == ("torch", "cuda")
     monkeypatch.setattr(engines, "available", lambda pkg: False)
     assert choose_engine("auto")[:2] == ("torch", "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -198,6 +201,24 @@ def test_choose_engine_probes_the_machine(monkeypatch):
     assert choose_engine("auto")[:2] == ("onnxruntime", "cpu")
     monkeypatch.setattr(engines, "available", lambda pkg: pkg != "onnxscript")
     assert choose_engine("auto")[:2] == ("torch", "cpu")
+
+
+def test_every_extra_installs_what_its_engine_needs(monkeypatch):
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extras = cfg["options.extras_require"]
+    for name, needs in engines.NEEDS.items():
+        if not needs:
+            continue
+        listed = {line.split(">")[0].split("=")[0].split("<")[0].strip() for line in extras[engines.EXTRAS[name]].splitlines()}
+        assert set(needs) <= listed, (name, set(needs) - listed)
+    # an engine whose export cannot run is refused before any work, naming the extra
+    monkeypatch.setattr(engines, "available", lambda pkg: pkg != "onnxruntime")
+    monkeypatch.setattr(engines, "engine_class", lambda name: object)
+    with pytest.raises(VidtoonError, match=r"needs onnxruntime to export the generator \(pip install 'vidtoon\[tensorrt\]'\)"):
+        create_engine("tensorrt", tiny("fast"), device="cuda")
 
 
 def test_create_engine_auto_on_this_machine(cache_dir):
@@ -321,4 +342,6 @@ def test_onnxruntime_cuda_provider(cache_dir):
     net = tiny("fast")
     batch = frames(2, 37, 53)
     with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, device="cuda") as engine:
+        # listed by get_available_providers() is not loaded: the session itself must run on CUDA
+        assert engine.session.get_providers()[0] == "CUDAExecutionProvider"
         assert np.abs(engine.infer(batch).astype(int) - ref_engine.infer(batch).astype(int)).max() <= 3

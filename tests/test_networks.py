@@ -20,7 +20,8 @@ from vidtoon.networks import (
     count_params,
 )
 
-TINY = {"cartoongan": dict(width=4, n_res=1), "fast": dict(width=8, width_low=8, n_res=1)}
+TINY = {"cartoongan": dict(width=4, n_res=1), "fast": dict(width=8, width_low=8, n_res=1),
+        "toon": dict(width=8, width_low=8, n_res=1, iters=2)}
 
 
 @pytest.mark.parametrize("arch", sorted(TINY))

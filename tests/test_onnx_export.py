@@ -26,7 +26,7 @@ from nets import tiny
 
 
 
-@pytest.fixture(scope="module", params=["fast", "fast-full", "cartoongan"])
+@pytest.fixture(scope="module", params=["fast", "fast-full", "cartoongan", "toon"])
 def exported(request, tmp_path_factory) -> tuple[torch.nn.Module, Path]:
     net = tiny(request.param)
     path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
@@ -56,7 +56,7 @@ def test_axes_are_dynamic_and_named(exported):
     assert inp.type == "tensor(float)"
 
 
-@pytest.mark.parametrize("arch, multiple", [("fast-full", 8), ("cartoongan", 4)])
+@pytest.mark.parametrize("arch, multiple", [("fast-full", 8), ("cartoongan", 4), ("toon", 8)])
 def test_aligned_variant_has_no_padding_and_says_its_multiple(tmp_path, arch, multiple):
     import onnx
 

@@ -163,3 +163,48 @@ def test_init_from_starts_from_another_run(data, tmp_path: Path) -> None:
     fresh = train(_opts(data, tmp_path / "fresh", init_steps=0, steps=1, lr=1e-12, init_lr=1e-12), log=lambda m: None)
     f = torch.load(fresh / "checkpoints" / "latest.pt", weights_only=False)["params"]
     assert not all(torch.allclose(src[k], f[k], atol=1e-6) for k in src)
+
+
+def test_resume_keeps_the_mixed_precision_scaler(data, tmp_path: Path, monkeypatch) -> None:
+    """The GradScaler's state goes into the checkpoint and comes back on --resume.
+
+    AMP is CUDA-only in the trainer, and a scaler that is off has an empty state; so the loop gets a real,
+    enabled scaler on the CPU (fp32 losses, the same scale/unscale/step/update path) that doubles its scale
+    every step: after 3 steps 2**3 * 16, after a resume and one more step 2**4 * 16 (a scaler started
+    afresh would be at 2 * 16).
+    """
+    import vidtoon.trainer.loop as loop
+
+    monkeypatch.setattr(loop, "grad_scaler", lambda device, enabled: torch.amp.GradScaler(
+        "cpu", init_scale=16.0, growth_interval=1))
+    run = train(_opts(data, tmp_path), stop_at=3, log=lambda m: None)
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert ckpt["scaler"]["scale"] == 16.0 * 2**3
+    train(_opts(data, tmp_path), resume=run, log=lambda m: None)
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["scaler"]["scale"] == 16.0 * 2**4
+
+
+def test_checkpoint_without_amp_resumes_with_amp(data, tmp_path: Path, monkeypatch) -> None:
+    """A run saved without AMP (empty scaler state) resumes under an enabled scaler at its initial scale."""
+    import vidtoon.trainer.loop as loop
+
+    run = train(_opts(data, tmp_path), stop_at=3, log=lambda m: None)
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["scaler"] == {}
+    monkeypatch.setattr(loop, "grad_scaler", lambda device, enabled: torch.amp.GradScaler(
+        "cpu", init_scale=16.0, growth_interval=1))
+    train(_opts(data, tmp_path), resume=run, log=lambda m: None)
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["scaler"]["scale"] == 32.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_amp_on_cuda_saves_scaler_and_cuda_rng(data, tmp_path: Path) -> None:
+    run = train(_opts(data, tmp_path, device="cuda"), stop_at=3, log=lambda m: None)
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert ckpt["scaler"]["scale"] > 0 and "cuda" in ckpt["rng"]
+    straight = train(_opts(data, tmp_path / "s", device="cuda"), log=lambda m: None)
+    resumed = train(_opts(data, tmp_path), resume=run, log=lambda m: None)
+    a = torch.load(straight / "checkpoints" / "latest.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "latest.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4 and a["scaler"] == b["scaler"]

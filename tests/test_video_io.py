@@ -366,3 +366,13 @@ def test_opencv_runs_single_threaded_during_a_cpu_convert_and_is_restored(tmp_pa
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+@pytest.mark.parametrize(("crf", "cq"), [(0, "1"), (1, "1"), (18, "18"), (51, "51"), (52, "51"), (63, "51")])
+def test_nvenc_gets_a_cq_in_its_range(crf: int, cq: str) -> None:
+    """NVENC's cq is 1-51 with 0 = automatic: CRF 0 (lossless in x264) must not become 'automatic'."""
+    from vidtoon.video.writer import encoder_options
+
+    for encoder in ("h264_nvenc", "hevc_nvenc"):
+        opts = encoder_options(encoder, crf, "veryfast")
+        assert opts == {"rc": "vbr", "cq": cq, "b": "0", "preset": "p2"}

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -79,21 +82,41 @@ def load_folder(files: list[Path], crop: int, report: LoadReport) -> list[np.nda
     return images
 
 
-def cached(images: list[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], tag: str, cache_dir: Path) -> list[np.ndarray]:
-    """Apply ``fn`` to each image once; results are cached as PNG keyed by image content and ``tag``."""
+def cached(images: list[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], tag: str, cache_dir: Path,
+           part: tuple[int, int] = (0, 1)) -> list[np.ndarray]:
+    """Apply ``fn`` to each image once; results are cached as PNG keyed by image content and ``tag``.
+
+    Safe with several processes (or threads) on one cache folder: each result is written to a temporary
+    file of its own and renamed into place, so a reader sees a whole file or none, and two writers of the
+    same entry never take each other's temporary file. ``part`` = (index, count) of the caller among
+    processes sharing the folder: each starts at its own share of the images, so on a first run they
+    compute mostly different entries and then find the others' in the cache.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for img in images:
+    index, count = part
+    n = len(images)
+    first = index * n // max(count, 1)
+
+    def one(i: int) -> np.ndarray:
+        img = images[i]
         key = hashlib.sha1(img.tobytes() + tag.encode() + str(img.shape).encode()).hexdigest()[:20]
         path = cache_dir / f"{key}.png"
         hit = read_rgb(path) if path.is_file() else None
         if hit is None or hit.shape != img.shape:
             hit = fn(img)
-            tmp = path.with_suffix(".part.png")
-            cv2.imwrite(str(tmp), cv2.cvtColor(hit, cv2.COLOR_RGB2BGR))
-            tmp.replace(path)
-        out.append(hit)
-    return out
+            tmp = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part.png"
+            try:
+                cv2.imwrite(str(tmp), cv2.cvtColor(hit, cv2.COLOR_RGB2BGR))
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return hit
+
+    order = [*range(first, n), *range(first)]
+    # OpenCV releases the GIL: threads use every core for the filters (mean shift: 0.2-0.4 s an image)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = dict(zip(order, pool.map(one, order)))
+    return [results[i] for i in range(n)]
 
 
 class PairSampler:

@@ -6,7 +6,8 @@ photos and held-out cartoon images. Lower is closer to cartoon art.
 Content kept: cosine similarity of the same features, and SSIM of the luminance, between each photo and
 its stylization (1 = identical).
 Compared: the photos themselves (identity), the classic OpenCV cartoon filter (two bilateral passes and
-adaptive-threshold edges), the flattened surface target used in training, and the model(s).
+adaptive-threshold edges), cv2.stylization, mean shift + Canny outlines (the first default model's surface
+target), the toon target (the current default model's teacher), and the model(s).
 
 Usage: ``python -m vidtoon.trainer.evaluate --photos DIR --cartoons DIR --holdout 0.2 --model m.pt [--model ...]``
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from vidtoon.trainer.data import list_images, read_rgb
-from vidtoon.trainer.edges import surface_target
+from vidtoon.trainer.edges import flatten, surface_target, toon_target
 
 
 def opencv_cartoon(rgb: np.ndarray) -> np.ndarray:
@@ -32,6 +33,11 @@ def opencv_cartoon(rgb: np.ndarray) -> np.ndarray:
     gray = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 7)
     edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 2)
     return cv2.bitwise_and(color, color, mask=edges)
+
+
+def stylization(rgb: np.ndarray) -> np.ndarray:
+    """OpenCV's edge-preserving stylization filter (Gastal and Oliveira's domain transform), its defaults."""
+    return cv2.stylization(rgb, sigma_s=60, sigma_r=0.45)
 
 
 class Judge:
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "identity (the photos)": lambda x: x,
         "OpenCV cartoon filter": opencv_cartoon,
-        "surface target (training aid)": surface_target,
+        "cv2.stylization": stylization,
+        "mean shift + outlines (the first model's surface target)": surface_target,
+        "toon target (the default model's teacher)": lambda x: toon_target(flatten(x)),
     }
     for m in args.model:
         methods[f"model {Path(m).name}"] = model_method(m)

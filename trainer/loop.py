@@ -17,12 +17,21 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from vidtoon.trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
-from vidtoon.trainer.edges import edge_promote, line_image, surface_target
+from vidtoon.trainer.edges import edge_promote, flatten, line_image, surface_target, toon_line_image, toon_target
 from vidtoon.trainer.features import content_network
 from vidtoon.trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss
 from vidtoon.trainer.options import TrainOptions
 from vidtoon.trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
-from vidtoon.trainer.state import EMA, load_training_checkpoint, new_run_dir, restore_rng, rng_state, save_checkpoint
+from vidtoon.trainer.state import (
+    EMA,
+    load_training_checkpoint,
+    new_run_dir,
+    reseed_rank,
+    restore_rng,
+    restore_scaler,
+    rng_state,
+    save_checkpoint,
+)
 from vidtoon.errors import VidtoonError
 from vidtoon.networks import PatchDiscriminator, build_generator
 
@@ -45,8 +54,14 @@ def _device(opts: TrainOptions) -> torch.device:
     return torch.device(opts.device)
 
 
-def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[str], None]) -> Data:
-    """Load both folders, cache edge-promoted cartoons and surface targets, and build the samplers."""
+def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[str], None],
+                 part: tuple[int, int] = (0, 1)) -> Data:
+    """Load both folders, cache edge-promoted cartoons and surface targets, and build the samplers.
+
+    ``part``: (rank, world size) of this process. All processes of a run share the cache folder; each
+    starts its pass over the images at its own share, so on a first run they mostly fill different
+    entries and read the others' (see :func:`vidtoon.trainer.data.cached`).
+    """
     photo_files = list_images(opts.photos, holdout=opts.holdout)
     cartoon_files = list_images(opts.cartoons, kinds=opts.cartoon_kinds, holdout=opts.holdout)
     reports = {"photos": LoadReport(), "cartoons": LoadReport()}
@@ -62,10 +77,15 @@ def prepare_data(opts: TrainOptions, rng: np.random.Generator, log: Callable[[st
             raise VidtoonError(f"too few {name}: {len(imgs)} readable image(s) for a batch of {opts.batch}")
     cache = Path(opts.out) / ".cache"
     log(f"edge-promoting {len(cartoons)} cartoons (cached in {cache})")
-    smoothed = cached(cartoons, edge_promote, "edge-promote-v1", cache / "edges")
-    log(f"surface targets and outlines for {len(photos)} photos (cached)")
-    targets = cached(photos, surface_target, "surface-v6", cache / "surface")
-    lines = cached(photos, line_image, "lines-v2", cache / "lines")
+    smoothed = cached(cartoons, edge_promote, "edge-promote-v1", cache / "edges", part=part)
+    log(f"{opts.target} targets and outlines for {len(photos)} photos (cached)")
+    if opts.target == "toon":
+        flat = cached(photos, flatten, "flat-v1", cache / "flat", part=part)  # the slow part (mean shift)
+        targets = [toon_target(f) for f in flat]
+        lines = [toon_line_image(f) for f in flat]
+    else:
+        targets = cached(photos, surface_target, "surface-v6", cache / "surface", part=part)
+        lines = cached(photos, line_image, "lines-v2", cache / "lines", part=part)
     return Data(PairSampler([photos, targets, lines], opts.crop, rng), PairSampler([cartoons, smoothed], opts.crop, rng),
                 sample_photos(photos), reports)
 
@@ -100,18 +120,30 @@ def _init_from(source: str, G: nn.Module, D: nn.Module, ema: EMA, log: Callable[
     log(f"initialised from {source} (step {ckpt.get('step', '?')}){new}")
 
 
+def backend_for(device: torch.device) -> str:
+    """The torch.distributed backend for training on ``device``: NCCL only moves CUDA tensors, so gloo
+    unless the device is CUDA (``--device cpu`` on a machine with GPUs included)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """The mixed-precision loss scaler (its state goes into every checkpoint; off: a no-op)."""
+    return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
 def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | None = None,
           progress: Callable[[int, int, dict], None] | None = None,
           log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) training; returns the run folder. ``stop_at`` ends early at that step (tests)."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
-    if distributed:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        rank = dist.get_rank()
+    """Run (or resume) training; returns the run folder. ``stop_at`` ends early at that step (tests).
+
+    Several processes (``torchrun``: ``WORLD_SIZE`` > 1) train one model with DistributedDataParallel;
+    a process group set up by the caller is used as it is (and left open).
+    """
+    joined = dist.is_available() and dist.is_initialized()
+    distributed = joined or int(os.environ.get("WORLD_SIZE", "1")) > 1
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    ckpt = None
+    ckpt = run = None
     if resume is not None:
         run = Path(resume)
         ckpt = load_training_checkpoint(run)
@@ -123,14 +155,34 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
     if distributed and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
+    if distributed and not joined:
+        dist.init_process_group(backend_for(device))
+    try:
+        return _train(opts, device, ckpt, run, dist.get_rank() if distributed else 0, distributed, stop_at,
+                      progress, log)
+    finally:
+        if distributed and not joined:
+            dist.destroy_process_group()
+
+
+def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Path | None, rank: int,
+           distributed: bool, stop_at: int | None, progress: Callable[[int, int, dict], None] | None,
+           log: Callable[[str], None]) -> Path:
+    """The body of :func:`train` on one process (``rank``), after the options and the device are settled."""
+    if rank != 0:
+        log = lambda _m: None  # noqa: E731 (rank 0 speaks for the run)
     rng = np.random.default_rng(opts.seed + rank)
     torch.manual_seed(opts.seed + rank)
-    data = prepare_data(opts, rng, log if rank == 0 else (lambda _m: None))
+    world = dist.get_world_size() if distributed else 1
+    data = prepare_data(opts, rng, log, part=(rank, world))
 
-    if ckpt is None and rank == 0:
-        run = new_run_dir(opts.out, opts.arch)
-    elif ckpt is None:
-        run = Path(opts.out)  # other ranks never write
+    if run is None:
+        run = new_run_dir(opts.out, opts.arch) if rank == 0 else None
+        if distributed:  # every rank returns (and may resume) the same run folder
+            shared = [str(run) if run is not None else None]
+            dist.broadcast_object_list(shared, src=0)
+            run = Path(shared[0])
+    assert run is not None
     if rank == 0:
         (run / "options.json").write_text(opts.to_json())
 
@@ -140,6 +192,8 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
     feats = content_network(opts.content_net, opts.content_weights).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=opts.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr, betas=opts.betas)
+    use_amp = opts.amp and device.type == "cuda"
+    scaler = grad_scaler(device, use_amp)
     step = 0
     if ckpt is None and opts.init_from:
         _init_from(opts.init_from, G, D, ema, log)
@@ -147,8 +201,12 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
         G.load_state_dict(ckpt["params"]); D.load_state_dict(ckpt["params_d"])
         ema.module.load_state_dict(ckpt["params_ema"])
         opt_g.load_state_dict(ckpt["optimizer_g"]); opt_d.load_state_dict(ckpt["optimizer_d"])
+        restore_scaler(scaler, ckpt.get("scaler"))
         step = ckpt["step"]
-        restore_rng(ckpt["rng"], rng)
+        if rank == 0:
+            restore_rng(ckpt["rng"], rng, device)
+        else:
+            reseed_rank(rng, opts.seed, rank, step)
         log(f"resumed {run} at step {step}")
     ema.module.to(device)
     g_train, d_train = G, D
@@ -156,8 +214,6 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
         ids = [device.index] if device.type == "cuda" else None
         g_train = nn.parallel.DistributedDataParallel(G, device_ids=ids)
         d_train = nn.parallel.DistributedDataParallel(D, device_ids=ids)
-    use_amp = opts.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     losslog = LossLog(run / "losses.csv", resume_step=step) if rank == 0 else None
     total = opts.init_steps + opts.steps
@@ -169,7 +225,7 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
         save_checkpoint(run / "checkpoints" / "latest.pt", arch=opts.arch, config=dict(G.config),
                         params=G.state_dict(), params_ema=ema.module.state_dict(), params_d=D.state_dict(),
                         config_d=dict(D.config), optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(),
-                        step=step, rng=rng_state(rng), options=opts.to_json())
+                        step=step, rng=rng_state(rng, device), scaler=scaler.state_dict(), options=opts.to_json())
         plot_losses(run / "losses.csv", run / "losses.png")
 
     t0, last_t, last_step = time.time(), time.time(), step
@@ -192,7 +248,7 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
                 l_surf = surface_loss(fake, target, lines, opts.line_boost)
                 l_flat = flatness_loss(fake, photo)
                 l_adv = torch.zeros((), device=device) if init else gan_loss(d_train(fake), True, opts.gan_loss)
-                loss_g = l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
+                loss_g = opts.adv_weight * l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
             opt_g.zero_grad(set_to_none=True)
             scaler.scale(loss_g).backward()
             scaler.step(opt_g)
@@ -236,7 +292,6 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
         checkpoint()  # Ctrl-C saves first, so --resume continues from here
         log(f"interrupted: saved step {step} in {run} (resume with --resume {run})")
         raise
-    finally:
-        if distributed:
-            dist.destroy_process_group()
+    if distributed:
+        dist.barrier()  # every rank returns once rank 0's last checkpoint is written (a resume may follow)
     return run

@@ -9,6 +9,9 @@ from typing import Any
 
 from vidtoon.errors import VidtoonError
 
+#: the pixel-space training targets (``--target``) made from each photo by trainer.edges
+TARGETS = ("surface", "toon")
+
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -26,6 +29,9 @@ class TrainOptions:
     content_weights: str | None = None    # local weights file (needed for vgg19)
     content_weight: float = 0.02          # w in L = L_adv + w * L_con (paper: 10 on VGG19; see README/MODEL_CARD)
     surface_weight: float = 50.0          # squared error to the flattened surface target (0 = off)
+    target: str = "surface"               # that target: "surface" (mean shift + Canny on the photo) or "toon"
+                                          # (mean shift + tones + outlines of the flat image, trainer.edges)
+    adv_weight: float = 1.0               # weight of the adversarial term of G (AnimeGANv3's tail: small)
     flat_weight: float = 5.0              # edge-aware flatness prior on G(p) (0 = off)
     line_boost: float = 10.0              # extra weight of outline pixels in the surface term
     crop: int = 128                       # training crop size in pixels
@@ -57,6 +63,8 @@ class TrainOptions:
         checks = [
             (self.arch in ARCHS, f"--arch must be one of {', '.join(ARCHS)}"),
             (self.gan_loss in ("bce", "lsgan"), "--gan-loss must be bce or lsgan"),
+            (self.target in TARGETS, f"--target must be one of {', '.join(TARGETS)}"),
+            (self.adv_weight >= 0, "--adv-weight must be >= 0"),
             (self.content_net in CONTENT_NETS, f"--content-net must be one of {', '.join(CONTENT_NETS)}"),
             (self.crop >= 32 and self.crop % 8 == 0, "--crop must be a multiple of 8, at least 32"),
             (self.batch >= 1, "--batch must be at least 1"),

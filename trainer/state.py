@@ -47,14 +47,41 @@ def save_checkpoint(path: Path, **state: Any) -> None:
     tmp.replace(path)
 
 
-def rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    """Everything random a run depends on, for an exact resume."""
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+def rng_state(rng: np.random.Generator, device: torch.device | None = None) -> dict[str, Any]:
+    """Everything random a run depends on, for an exact resume (with the CUDA generator of ``device``)."""
+    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def restore_rng(state: dict[str, Any], rng: np.random.Generator) -> None:
+def restore_rng(state: dict[str, Any], rng: np.random.Generator, device: torch.device | None = None) -> None:
+    """Put back what :func:`rng_state` saved (the CUDA state only onto a CUDA device)."""
     rng.bit_generator.state = state["numpy"]
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def reseed_rank(rng: np.random.Generator, seed: int, rank: int, step: int) -> None:
+    """Fresh random streams for process ``rank`` of a resumed multi-process run, derived from (seed, rank, step).
+
+    The checkpoint holds rank 0's streams only (rank 0 writes): restored on every rank, all ranks would
+    draw the same crops. Rank 0 restores its own exactly; the others start new streams of their own.
+    """
+    seq = np.random.SeedSequence([seed, rank, step])
+    rng.bit_generator.state = np.random.default_rng(seq).bit_generator.state
+    torch.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))  # seeds CUDA devices too
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any] | None) -> None:
+    """Restore a mixed-precision GradScaler (its scale and growth tracker) from a checkpoint's ``scaler``.
+
+    Without it a resume starts again at the initial scale (65536) and skips steps to find the scale once
+    more. A checkpoint made without AMP holds an empty state; a scaler that is off ignores the state.
+    """
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
 
 
 def load_training_checkpoint(run: Path) -> dict[str, Any]:

@@ -18,16 +18,17 @@ __all__ = ["__version__", "load_generator", "convert", "VidtoonError"]
 from vidtoon.errors import VidtoonError
 
 
-def load_generator(model: str = "default", device: str = "cpu") -> Any:
+def load_generator(model: str = "default", device: str = "cpu", strength: float = 1.0, outline: float = 1.0) -> Any:
     """Load a generator in eval mode.
 
     ``model`` is a shipped model name (see ``vidtoon info``) or a path to a checkpoint written by
     ``vidtoon export-model`` or by the trainer. The module takes NCHW float32 RGB in [-1, 1] of any
-    height and width and returns the same.
+    height and width and returns the same. ``strength`` (0 = the photo .. 1 = the full look) and
+    ``outline`` (0 .. 2, ink) act inside the network.
     """
     from vidtoon.models import load_generator as _load
 
-    return _load(model, device)
+    return _load(model, device, strength, outline)
 
 
 def convert(input: str, output: str | None = None, **options: Any) -> Any:

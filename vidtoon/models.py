@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from vidtoon.errors import VidtoonError, first_line
-from vidtoon.networks import build_generator
+from vidtoon.networks import apply_controls, build_generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CHECKPOINT_FORMAT = "vidtoon-generator"
@@ -81,10 +81,12 @@ def export_generator(net: nn.Module, arch: str, path: str | Path, meta: dict[str
     return path
 
 
-def load_generator(model: str = "default", device: str = "cpu") -> nn.Module:
-    """Load a shipped model or checkpoint as an eval-mode generator on ``device``."""
+def load_generator(model: str = "default", device: str = "cpu", strength: float = 1.0,
+                   outline: float = 1.0) -> nn.Module:
+    """Load a shipped model or checkpoint as an eval-mode generator on ``device``, with its inference-time
+    controls set (:func:`vidtoon.networks.apply_controls`)."""
     ckpt = read_checkpoint(resolve_model_path(model))
-    net = generator_from_checkpoint(ckpt)
+    net = apply_controls(generator_from_checkpoint(ckpt), strength, outline)
     net.eval().requires_grad_(False)
     try:
         return net.to(torch.device(device))

@@ -17,6 +17,10 @@ class ConvertOptions:
 
     # generator: a shipped model name or a checkpoint path
     model: str = "default"
+    # look: 0 = the photo .. 1 = the full cartoon look (acts inside the network)
+    strength: float = 1.0
+    # outline (ink) amount, 0 = none .. 2 = twice the trained amount
+    outline: float = 1.0
     # inference backend name ("torch", "onnxruntime", "tensorrt") or "auto" (see engines.choose_engine)
     engine: str = "auto"
     # "auto", "cpu", "cuda" or "cuda:N"
@@ -64,6 +68,10 @@ class ConvertOptions:
             raise VidtoonError(f"--end ({self.end}) must be after --start ({self.start})")
         if not 0.0 <= self.stabilize_strength < 1.0:
             raise VidtoonError(f"--stabilize-strength must be in [0, 1), got {self.stabilize_strength}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise VidtoonError(f"--strength must be in [0, 1], got {self.strength}")
+        if not 0.0 <= self.outline <= 2.0:
+            raise VidtoonError(f"--outline must be in [0, 2], got {self.outline}")
         if not self.codec:
             raise VidtoonError("--codec must name an encoder (e.g. libx264)")
         return self

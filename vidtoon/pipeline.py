@@ -3,7 +3,7 @@
 ::
 
     decode thread            main thread                 encode thread
-    Reader.items() --q_in--> batches -> Engine.infer --q_out--> VideoWriter / audio tracks -> temp file
+    Reader.items() --q_in--> batches -> Engine.submit --q_out--> VideoWriter / audio tracks -> temp file
                              (+ Stabilizer)
 
 The queues are bounded, so memory stays flat however long the video is. Items keep the input's demux
@@ -14,6 +14,7 @@ error or Ctrl-C stops both threads and removes the temp file.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -168,7 +169,7 @@ def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> 
     if generator is None:
         from vidtoon.models import load_generator
 
-        generator = load_generator(opts.model, "cpu")
+        generator = load_generator(opts.model, "cpu", opts.strength, opts.outline)
     return create_engine(engine, generator, device=opts.device), True
 
 
@@ -288,19 +289,32 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
 
         pending: list[Any] = []
         n_video = 0
+        # batches submitted to the engine and not yet collected, oldest first (a GPU engine copies the next
+        # batch in and the previous one out while it runs one: Engine.in_flight)
+        submitted: collections.deque[tuple[list[Any], Callable[[], None]]] = collections.deque()
+
+        def collect_oldest() -> None:
+            items, finish = submitted.popleft()
+            finish()
+            for p in items:
+                _put(q_out, p, stop)
+            if progress is not None:
+                progress(writer.frames, total)
+
         while True:
             item = _get(q_in, stop)
             if item is not _END:
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
             if n_video == batch or (item is _END and pending):
-                _stylize(engine, pending, keep_source=stabilizer is not None or job.compare is not None)
-                for p in pending:
-                    _put(q_out, p, stop)
+                keep = stabilizer is not None or job.compare is not None
+                submitted.append((pending, _stylize(engine, pending, keep_source=keep)))
                 pending, n_video = [], 0
-                if progress is not None:
-                    progress(writer.frames, total)
+                if len(submitted) >= max(1, engine.in_flight):
+                    collect_oldest()
             if item is _END:
+                while submitted:
+                    collect_oldest()
                 _put(q_out, _END, stop)
                 break
         for s in stages:
@@ -343,20 +357,25 @@ def _mux_options(job: Job) -> dict[str, str]:
     return opts
 
 
-def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> None:
-    """Replace the RGB of the video items in ``items`` with their stylized version (one engine call).
+def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[], None]:
+    """Submit the video frames of ``items`` to the engine as one batch; returns the call that waits for
+    the result and replaces each item's RGB with its stylized version.
 
     ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer and ``--compare`` need it).
     """
     frames = [it for it in items if isinstance(it, VideoItem)]
     if not frames:
-        return
-    batch = np.stack([f.rgb for f in frames])
-    toon = engine.infer(batch)
-    for f, t in zip(frames, toon, strict=True):
-        if keep_source:
-            f.source = f.rgb
-        f.rgb = t
+        return lambda: None
+    result = engine.submit(np.stack([f.rgb for f in frames]))
+
+    def finish() -> None:
+        toon = result()
+        for f, t in zip(frames, toon, strict=True):
+            if keep_source:
+                f.source = f.rgb
+            f.rgb = t
+
+    return finish
 
 
 def _close_quietly(out: av.container.OutputContainer) -> None:
@@ -414,7 +433,7 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, to
 
 
 def convert(input: str | Path, output: str | Path | None = None, *, model: str = "default",
-            engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
+            strength: float = 1.0, outline: float = 1.0, engine: str | Engine = "auto", device: str = "auto", batch_size: int | None = None,
             max_side: int | None = None, crf: int = 18, preset: str = "veryfast", codec: str = "libx264",
             start: float | None = None, end: float | None = None, audio: bool = True, overwrite: bool = False,
             stabilize: bool = True, stabilize_strength: float = 0.6, compare: bool = False,
@@ -427,12 +446,12 @@ def convert(input: str | Path, output: str | Path | None = None, *, model: str =
 
     ``engine`` is an engine name or an already created :class:`vidtoon.engines.base.Engine` (which is then not
     closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
-    instead of ``model``. ``progress(done, total)`` is called from this thread after every batch (``total``
+    instead of ``model`` (its controls as set; ``strength``/``outline`` apply to ``model``). ``progress(done, total)`` is called from this thread after every batch (``total``
     is an estimate, or None). Raises VidtoonError for anything the user can fix; the output file exists
     only if the conversion completed.
     """
     opts = ConvertOptions(
-        model=model, engine=engine if isinstance(engine, str) else engine.name, device=device,
+        model=model, strength=strength, outline=outline, engine=engine if isinstance(engine, str) else engine.name, device=device,
         batch_size=batch_size, max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
         audio=audio, overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
         compare=compare,

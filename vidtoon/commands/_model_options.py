@@ -15,7 +15,7 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: the options that pick the generator and where it runs
-MODEL_OPTIONS = ("model", "engine", "device")
+MODEL_OPTIONS = ("model", "strength", "outline", "engine", "device")
 
 
 def convert_params(names: tuple[str, ...] | None = None, skip: tuple[str, ...] = ()) -> list[click.Parameter]:
@@ -50,12 +50,13 @@ model_options = with_convert_params(MODEL_OPTIONS)
 
 
 @contextmanager
-def engine_from_options(model: str, engine: str, device: str) -> Iterator[Any]:
-    """Load ``model`` once and yield an engine running it (closed afterwards)."""
+def engine_from_options(model: str, engine: str, device: str, strength: float = 1.0,
+                        outline: float = 1.0) -> Iterator[Any]:
+    """Load ``model`` once (with its look controls) and yield an engine running it (closed afterwards)."""
     from vidtoon.engines import create_engine
     from vidtoon.models import load_generator
 
-    generator = load_generator(model, "cpu")
+    generator = load_generator(model, "cpu", strength, outline)
     eng = create_engine(engine, generator, device=device)
     try:
         yield eng

@@ -91,9 +91,10 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
     todo = [it for it in items if overwrite or not it.output.exists()]
     jobs = max(1, min(jobs, len(todo)))
     model, engine, device = convert_opts.pop("model"), convert_opts.pop("engine"), convert_opts.pop("device")
+    strength, outline = convert_opts.pop("strength"), convert_opts.pop("outline")
     engines: list[Any] = []
     if todo and any(not it.problem for it in todo):
-        generator = load_generator(model, "cpu")  # once for the whole batch
+        generator = load_generator(model, "cpu", strength, outline)  # once for the whole batch
         engines = [create_engine(engine, generator, device=device) for _ in range(jobs)]
         if jobs > 1 and all(e.device == "cpu" for e in engines):
             import torch

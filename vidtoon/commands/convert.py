@@ -37,6 +37,11 @@ class TimeParam(click.ParamType):
               help="Output file (.mp4, .mkv, .mov, .webm). Default: <name>_toon.mp4 beside the input, or the "
                    "input's container when MP4 cannot hold its audio/subtitles.")
 @click.option("--model", default="default", show_default=True, help="Shipped model name or checkpoint path.")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="How cartoon: 0 = the photo, 1 = the full look (flattening, tones, palette and outlines "
+                   "all scale inside the network).")
+@click.option("--outline", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="Outline amount: 0 = none, 1 = as trained, 2 = bolder.")
 @click.option("--engine", default="auto", show_default=True,
               help="Inference backend: auto, torch, onnxruntime, tensorrt (see `vidtoon info`).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -64,7 +69,7 @@ class TimeParam(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert_cmd(input: str, output: str | None, model: str, engine: str, device: str, batch_size: int | None,
+def convert_cmd(input: str, output: str | None, model: str, strength: float, outline: float, engine: str, device: str, batch_size: int | None,
                 max_side: int | None, crf: int, preset: str, codec: str, start: float | None, end: float | None,
                 no_audio: bool, stabilize: bool, stabilize_strength: float, compare: bool, overwrite: bool,
                 quiet: bool, debug: bool) -> None:
@@ -89,7 +94,7 @@ def convert_cmd(input: str, output: str | None, model: str, engine: str, device:
     from vidtoon.progress import progress_bar, summary_line
 
     try:
-        ConvertOptions(model=model, engine=engine, device=device, batch_size=batch_size, max_side=max_side,
+        ConvertOptions(model=model, strength=strength, outline=outline, engine=engine, device=device, batch_size=batch_size, max_side=max_side,
                        crf=crf, preset=preset, codec=codec, start=start, end=end, audio=not no_audio,
                        overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
                        compare=compare).validate()
@@ -98,7 +103,7 @@ def convert_cmd(input: str, output: str | None, model: str, engine: str, device:
 
     console = Console(stderr=True, highlight=False)
     with progress_bar("Converting", quiet=quiet, console=console) as progress:
-        result = convert(input, output, model=model, engine=engine, device=device, batch_size=batch_size,
+        result = convert(input, output, model=model, strength=strength, outline=outline, engine=engine, device=device, batch_size=batch_size,
                          max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
                          audio=not no_audio, overwrite=overwrite, stabilize=stabilize,
                          stabilize_strength=stabilize_strength, compare=compare, progress=progress)

@@ -17,7 +17,8 @@ from vidtoon.commands._model_options import MODEL_OPTIONS, engine_from_options, 
               help="JPEG/WebP quality of the outputs.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, model: str, engine: str, device: str,
+def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, model: str, strength: float,
+              outline: float, engine: str, device: str,
               max_side: int | None, compare: bool, quality: int, overwrite: bool, debug: bool) -> None:
     """Stylize still images (JPEG, PNG, WebP) or every image in folders.
 
@@ -53,7 +54,7 @@ def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, mode
             if len(jobs) > 1:  # a single image's failure is the final Error: line
                 console.print(f"[red]failed[/red] {escape(str(result.job.input))}: {escape(result.error)}")
 
-    with engine_from_options(model, engine, device) as eng:
+    with engine_from_options(model, engine, device, strength, outline) as eng:
         stylize_files(eng, jobs, max_side=max_side, overwrite=overwrite, quality=quality, on_result=report,
                       compare=compare)
     if failures:

@@ -28,7 +28,7 @@ from vidtoon.commands._model_options import engine_from_options, model_options
               show_default=True, help="Where the s (snapshot) and r (record) keys write their files.")
 @click.option("--no-fps", is_flag=True, help="Do not draw the FPS counter on the window.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def live_cmd(camera: int, source: str | None, model: str, engine: str, device: str, max_side: int,
+def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, engine: str, device: str, max_side: int,
              window: bool | None, side_by_side: bool, record: Path | None, frames: int | None,
              save_dir: Path, no_fps: bool, debug: bool) -> None:
     """Show a live cartoon of the webcam in a window.
@@ -58,7 +58,7 @@ def live_cmd(camera: int, source: str | None, model: str, engine: str, device: s
                           side_by_side=side_by_side, record=record, frames=frames, save_dir=save_dir,
                           show_fps=not no_fps)
     options.validate()
-    with engine_from_options(model, engine, device) as eng:
+    with engine_from_options(model, engine, device, strength, outline) as eng:
         with console.status("starting...") as status:
 
             def on_status(stats, fps: float) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,8 @@
 """``vidtoon train``: train a CartoonGAN style on a folder of photos and a folder of cartoons."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from vidtoon.errors import VidtoonError
@@ -19,8 +21,9 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.command("train")
 @click.option("--photos", type=click.Path(file_okay=False), help="Folder of real photos.")
 @click.option("--cartoons", type=click.Path(file_okay=False), help="Folder of cartoon images.")
-@click.option("--arch", type=click.Choice(["fast", "cartoongan"]), default="fast", show_default=True,
-              help="Generator: the fast one (CPU/real time) or the paper's.")
+@click.option("--arch", type=click.Choice(["toon", "fast", "cartoongan"]), default="toon", show_default=True,
+              help="Generator: toon (built-in flattening, tones and outlines; the default model's), the "
+                   "earlier fast one, or the paper's.")
 @click.option("--g-config", multiple=True, metavar="KEY=INT",
               help="Generator size and options, e.g. width=32, edge_aware=1, ink_refine=1 (repeatable).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of numbered run folders.")
@@ -41,6 +44,10 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
               help="w in L_adv + w L_con (the paper's 10 is for VGG19 features; see README).")
 @click.option("--surface-weight", type=float, default=50.0, show_default=True,
               help="Weight of the flattened-surface target (0: off).")
+@click.option("--target", type=click.Choice(["toon", "surface"]), default="toon", show_default=True,
+              help="Pixel target: toon (flat regions, tones, outlines of the flat image) or surface (the first "
+                   "default model's: mean shift + Canny outlines of the photo).")
+@click.option("--adv-weight", type=float, default=1.0, show_default=True, help="Weight of G's adversarial term.")
 @click.option("--flat-weight", type=float, default=5.0, show_default=True,
               help="Weight of the edge-aware flatness prior (0: off). Both 0 = the paper's losses alone.")
 @click.option("--d-width", type=int, default=16, show_default=True)
@@ -56,7 +63,7 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_steps, steps, batch, crop, lr,
               init_lr, lr_decay_every, gan_loss, content_net, content_weights, content_weight, surface_weight,
-              flat_weight, d_width, spectral, cartoon_kinds, holdout, sample_every, checkpoint_every, device,
+              target, adv_weight, flat_weight, d_width, spectral, cartoon_kinds, holdout, sample_every, checkpoint_every, device,
               threads, seed, dry_run, debug):
     """Train a CartoonGAN generator (initialization phase, then edge-promoting adversarial phase).
 
@@ -71,7 +78,7 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
         photos=photos or "", cartoons=cartoons or "", out=out, arch=arch, g_config=_g_config(g_config),
         d_width=d_width, d_spectral=spectral, gan_loss=gan_loss, content_net=content_net,
         content_weights=content_weights, content_weight=content_weight, surface_weight=surface_weight,
-        flat_weight=flat_weight, crop=crop, batch=batch, init_steps=init_steps, steps=steps, lr=lr, init_lr=init_lr,
+        target=target, adv_weight=adv_weight, flat_weight=flat_weight, crop=crop, batch=batch, init_steps=init_steps, steps=steps, lr=lr, init_lr=init_lr,
         lr_decay_every=lr_decay_every, cartoon_kinds=tuple(k for k in cartoon_kinds.split(",") if k),
         holdout=holdout, sample_every=sample_every, checkpoint_every=checkpoint_every, seed=seed,
         threads=threads, device=device, init_from=init_from,
@@ -84,6 +91,9 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
 
     from vidtoon.trainer.loop import train
 
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other processes train silently, rank 0 reports
+        train(opts, resume=resume, log=lambda m: None)
+        return
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[losses]}"), TimeRemainingColumn(), console=console) as bar:

@@ -12,10 +12,12 @@ import torch.nn as nn
 from vidtoon.networks.cartoongan import CartoonGANGenerator, PatchDiscriminator
 from vidtoon.networks.fast import FastGenerator
 from vidtoon.networks.padding import PadToMultiple
+from vidtoon.networks.toon import ToonGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
     "cartoongan": CartoonGANGenerator,
     "fast": FastGenerator,
+    "toon": ToonGenerator,
 }
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "FastGenerator",
     "PatchDiscriminator",
     "PadToMultiple",
+    "ToonGenerator",
+    "apply_controls",
     "build_generator",
     "count_params",
     "count_macs",
@@ -39,6 +43,26 @@ def build_generator(arch: str, **kwargs: Any) -> nn.Module:
     except KeyError:
         raise VidtoonError(f"unknown architecture {arch!r} (choose one of: {', '.join(sorted(ARCHS))})") from None
     return cls(**kwargs)
+
+
+def apply_controls(net: nn.Module, strength: float = 1.0, outline: float = 1.0) -> nn.Module:
+    """Set the inference-time controls of a generator: ``strength`` (0 = the photo .. 1 = the full look)
+    and ``outline`` (ink multiplier, 0 .. 2). They act inside the network (see ``set_controls`` of the toon
+    and fast generators). The paper's generator has no such controls: any other value than the defaults
+    is an error for it."""
+    from vidtoon.errors import VidtoonError
+
+    setter = getattr(net, "set_controls", None)
+    if setter is None:
+        if (strength, outline) != (1.0, 1.0):
+            raise VidtoonError(f"this model ({type(net).__name__}) has no --strength/--outline controls "
+                               "(the toon and fast generators have)")
+        return net
+    try:
+        setter(strength=strength, outline=outline)
+    except ValueError as exc:
+        raise VidtoonError(str(exc)) from None
+    return net
 
 
 def count_params(module: nn.Module) -> int:

@@ -35,6 +35,16 @@ _SWS_COLORSPACE = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _UNSPECIFIED = 2  # AVCOL_SPC/PRI/TRC_UNSPECIFIED
 
 
+def nvenc_cq(crf: int) -> int:
+    """NVENC's constant-quality level ``cq`` for a ``--crf`` value.
+
+    ``cq`` runs 1 (best) to 51 like x264's CRF, which it roughly matches, but 0 means "automatic" (the
+    encoder's default quality, far from x264's lossless CRF 0), and ``--crf`` accepts up to 63 (the VP9/AV1
+    scale): so CRF 0 becomes the best level, 1, and values above 51 the lowest, 51.
+    """
+    return min(max(crf, 1), 51)
+
+
 def encoder_options(encoder: str, crf: int, preset: str, *, busy_cpu: bool = False) -> dict[str, str]:
     """The FFmpeg options that express ``--crf`` and ``--preset`` for ``encoder``.
 
@@ -52,7 +62,7 @@ def encoder_options(encoder: str, crf: int, preset: str, *, busy_cpu: bool = Fal
             opts["x265-params"] = "log-level=error"  # x265 prints its banner straight to stderr
         return opts
     if encoder.endswith("_nvenc"):
-        return {"rc": "vbr", "cq": str(crf), "b": "0", "preset": _NVENC_PRESETS.get(preset, preset)}
+        return {"rc": "vbr", "cq": str(nvenc_cq(crf)), "b": "0", "preset": _NVENC_PRESETS.get(preset, preset)}
     if encoder in ("libvpx", "libvpx-vp9"):
         return {"crf": str(crf), "b": "0", "row-mt": "1", "cpu-used": str(_VPX_CPU_USED.get(preset, 4))}
     if encoder == "libsvtav1":
