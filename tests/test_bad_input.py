@@ -211,3 +211,35 @@ def test_ctrl_c_exits_130_and_removes_the_temp_file(tmp_path: Path, tiny_model: 
     assert code == 130 and "Interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
     assert _sha(src) == before
+
+
+def test_unexpected_errors_are_plain_sentences(tmp_path: Path, tiny_model: Path, capsys, monkeypatch) -> None:
+    import vidtoon.pipeline as pipeline
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("Invalid layout: 0 channels")
+
+    monkeypatch.setattr(pipeline, "_stylize", broken)
+    src = make_video(tmp_path / "in.mp4", frames=6)
+    code, _, err = run(["convert", src, "--model", tiny_model], capsys)
+    assert_refused(code, err, "Error: unexpected internal error: Invalid layout: 0 channels (run with --debug",
+                   tmp_path, tmp_path / "in_toon.mp4")
+    assert "ValueError" not in err
+    with pytest.raises(ValueError, match="Invalid layout"):
+        main(["convert", str(src), "--model", str(tiny_model), "--engine", "torch", "--debug"])
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("exc, message", [
+    (av.error.InvalidDataError(-1094995529, "Invalid data found when processing input", "avcodec_send_packet()"),
+     "FFmpeg: Invalid data found when processing input"),
+    (OSError(28, "No space left on device", "out.mp4"), "No space left on device (out.mp4)"),
+    (UnicodeDecodeError("utf-8", b"\x98", 0, 1, "invalid start byte"),
+     "a file holds text that is not valid UTF-8 (invalid start byte)"),
+    (KeyError("arch"), "unexpected internal error: 'arch'"),
+    (RuntimeError("RuntimeError: shape mismatch\nmore lines"), "unexpected internal error: shape mismatch"),
+])
+def test_describe_names_no_exception_class(exc: BaseException, message: str) -> None:
+    from vidtoon.errors import describe
+
+    assert describe(exc) == message

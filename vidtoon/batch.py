@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidtoon.errors import VidtoonError
+from vidtoon.errors import VidtoonError, describe
 
 #: extensions that make a file that cannot be opened count as a broken video (reported) rather than
 #: as some other file (ignored)
@@ -83,10 +83,12 @@ def probe_file(path: Path) -> Probe:
     """
     import av
 
+    from vidtoon.video.reader import open_container
+
     looks_like_video = path.suffix.lower() in VIDEO_EXTS
     try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        container = open_container(path)
+    except (av.FFmpegError, OSError) as exc:
         if looks_like_video:
             return Probe("broken", f"not a readable video ({getattr(exc, 'strerror', None) or exc})")
         return Probe("other", "not a media file")
@@ -224,7 +226,7 @@ def convert_item(item: BatchItem, engine: Any, convert_options: dict[str, Any], 
     except VidtoonError as exc:
         error = str(exc)
     except Exception as exc:  # one bad file must not stop the batch: record what went wrong
-        error = f"{exc.__class__.__name__}: {exc}"
+        error = describe(exc)
     return FileResult(str(item.rel), str(item.output), "failed", error=error, seconds=time.perf_counter() - t0,
                       worker=where, attempts=attempts)
 

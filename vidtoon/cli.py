@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from vidtoon import __version__
-from vidtoon.errors import VidtoonError
+from vidtoon.errors import VidtoonError, describe
 
 #: subcommand name -> "module:attribute" of its click command (add a line here for a new command)
 COMMANDS: dict[str, str] = {
@@ -96,9 +96,8 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    except Exception as exc:  # anything unexpected: one line, the traceback with --debug
+    except Exception as exc:  # anything unexpected: one plain line (no class name), the traceback with --debug
         if debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"Error: {exc.__class__.__name__}: {msg} (run with --debug for details)", err=True)
+        click.echo(f"Error: {describe(exc)} (run with --debug for details)", err=True)
         sys.exit(1)

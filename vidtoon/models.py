@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vidtoon.errors import VidtoonError
+from vidtoon.errors import VidtoonError, first_line
 from vidtoon.networks import apply_controls, build_generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -44,7 +44,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise VidtoonError(f"cannot read model {path}: {exc.__class__.__name__}: {exc}") from exc
+        raise VidtoonError(f"cannot read model {path} (not a checkpoint, or damaged: {first_line(exc)})") from exc
     if not isinstance(ckpt, dict) or "arch" not in ckpt or not ({"params", "params_ema"} & ckpt.keys()):
         raise VidtoonError(f"{path} is not a vidtoon generator checkpoint (no arch/params)")
     return ckpt

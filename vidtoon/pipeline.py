@@ -37,7 +37,6 @@ from vidtoon.options import ConvertOptions
 from vidtoon.video import containers
 from vidtoon.video.reader import Reader, VideoInfo, VideoItem, estimate_frames, probe, scaled_size
 from vidtoon.video.remux import TrackPlan, open_tracks, plan_tracks
-from vidtoon.video.subtitles import TextSubtitleTrack
 from vidtoon.video.writer import VideoWriter, check_encoder, choose_pix_fmt, encoder_options
 
 __all__ = ["ConvertResult", "Job", "convert", "prepare", "default_output"]
@@ -132,9 +131,12 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     if opts.start is not None and info.duration is not None and opts.start >= info.duration:
         raise VidtoonError(f"--start {opts.start} is past the end of the video ({info.duration:.2f} s)")
     warnings: list[str] = []
+    if info.bad_metadata:
+        warnings.append(f"{src.name} has damaged metadata (not valid UTF-8): read with the bad bytes replaced")
     if dst is None:
-        kept_audio = [a.codec for a in info.audio] if opts.audio else []
-        container = containers.default_container(src, opts.codec, kept_audio, [s.codec for s in info.subtitles])
+        kept_audio = [a.codec for a in info.audio if not a.problem] if opts.audio else []
+        kept_subtitles = [s.codec for s in info.subtitles if not s.problem]
+        container = containers.default_container(src, opts.codec, kept_audio, kept_subtitles)
         dst = default_output(src, container, opts.compare)
     else:
         container = containers.container_for(dst)
@@ -250,7 +252,7 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
     finished = False
     t0 = time.perf_counter()
     try:
-        mux_opts = {"movflags": "+faststart"} if job.container in ("mp4", "mov") else {}
+        mux_opts = _mux_options(job)
         out = av.open(str(tmp), "w", format=containers.CONTAINERS[job.container].muxer, options=mux_opts)
         enc_opts = job.encoder_opts
         if _on_cpu(engine):  # inference keeps the cores busy: see encoder_options
@@ -335,11 +337,24 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions,
             tmp.unlink(missing_ok=True)
     errors = [s.error for s in stages if s.error is not None]
     if errors:
-        raise _as_user_error(errors[0], info.path)
+        _raise_stage_error(errors[0], info.path)
     seconds = time.perf_counter() - t0
-    lost = [f"subtitle track {i}: {t.lost} cues could not be converted and were left out"
-            for i, t in tracks.items() if isinstance(t, TextSubtitleTrack) and t.lost]
-    return _finish(job, tmp, writer.frames, seconds, reader, total, progress, lost)
+    track_warnings = [w for w in (t.damage() for t in tracks.values()) if w]
+    return _finish(job, tmp, writer.frames, seconds, reader, total, progress, track_warnings)
+
+
+def _mux_options(job: Job) -> dict[str, str]:
+    """Muxer options: MP4/MOV put their index first (``faststart``, for streaming).
+
+    Frames shorter than 1 ms (over 1000 fps: a damaged header) also get a movie timescale as fine as the
+    video's: the default (1/1000 s) rounds the edit list to a length that hides most of such a video.
+    """
+    if job.container not in ("mp4", "mov"):
+        return {}
+    opts = {"movflags": "+faststart"}
+    if job.info.rate is not None and job.info.rate > 1000:
+        opts["movie_timescale"] = str(min(job.info.time_base.denominator, 2**31 - 1))
+    return opts
 
 
 def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[], None]:
@@ -371,10 +386,11 @@ def _close_quietly(out: av.container.OutputContainer) -> None:
         pass
 
 
-def _as_user_error(exc: BaseException, path: Path) -> BaseException:
+def _raise_stage_error(exc: BaseException, path: Path) -> None:
+    """Re-raise what a stage raised: FFmpeg's errors as a VidtoonError naming the file (``--debug`` shows both)."""
     if isinstance(exc, av.FFmpegError):
-        return VidtoonError(f"while converting {path.name}: {exc.strerror or exc}")
-    return exc
+        raise VidtoonError(f"while converting {path.name}: {exc.strerror or exc}") from exc
+    raise exc
 
 
 def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
@@ -391,7 +407,10 @@ def _finish(job: Job, tmp: Path, frames: int, seconds: float, reader: Reader, to
     stats = reader.stats
     if frames == 0:
         tmp.unlink(missing_ok=True)
-        raise VidtoonError(f"no video frames between --start and --end in {job.info.path.name}")
+        name = job.info.path.name
+        if job.cut:
+            raise VidtoonError(f"no video frames between --start and --end in {name}")
+        raise VidtoonError(f"{name} is corrupt: none of its frames could be decoded")
     warnings = list(job.warnings) + track_warnings
     if stats.decode_errors or stats.corrupt_frames:
         warnings.append(

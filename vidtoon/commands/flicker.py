@@ -19,12 +19,14 @@ def _frames(path: Path, size: tuple[int, int] | None = None) -> Iterator:
     import av
     import cv2
 
+    from vidtoon.video.reader import open_container
+
     try:
-        box = av.open(str(path))
+        box = open_container(path)
     except FileNotFoundError:
         raise VidtoonError(f"{path}: no such file") from None
     except (av.error.FFmpegError, OSError) as exc:
-        raise VidtoonError(f"{path}: not a readable video ({exc.__class__.__name__})") from None
+        raise VidtoonError(f"{path}: not a readable video ({exc.strerror or 'unknown reason'})") from None
     with box:
         if not box.streams.video:
             raise VidtoonError(f"{path}: has no video stream")

@@ -28,6 +28,7 @@ class StreamInfo:
     rate: int = 0  # audio sample rate (0 for subtitles)
     layout: str = ""  # audio channel layout name ("stereo", "5.1(side)")
     channels: int = 0  # audio channel count
+    problem: str = ""  # why the track cannot be used (a damaged header, an unknown codec); "" when it can
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class VideoInfo:
     color_trc: int  # AVColorTransferCharacteristic
     audio: list[StreamInfo] = field(default_factory=list)
     subtitles: list[StreamInfo] = field(default_factory=list)
+    bad_metadata: bool = False  # some tags were not valid UTF-8 (read with U+FFFD in place of the bad bytes)
 
 
 @dataclass
@@ -80,9 +82,18 @@ class ReadStats:
     last_end: Fraction | None = None  # end time (seconds, absolute) of the last frame read
 
 
+def open_container(path: str | Path) -> av.container.InputContainer:
+    """Open an input as every part of vidtoon does: metadata that is not valid UTF-8 is replaced, not fatal.
+
+    Tags written in another encoding (or damaged) would otherwise stop PyAV from opening the file at all;
+    ffmpeg shows such bytes as U+FFFD too. Raises what ``av.open`` raises.
+    """
+    return av.open(str(path), "r", metadata_errors="replace")
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        return av.open(str(path), "r")
+        return open_container(path)
     except FileNotFoundError:
         raise VidtoonError(f"input {path} does not exist") from None
     except IsADirectoryError:
@@ -102,18 +113,31 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 
 
 def _stream_info(stream: av.stream.Stream) -> StreamInfo:
+    """The facts of an audio or subtitle stream, with ``problem`` set when its header makes it unusable."""
     ctx = stream.codec_context
-    codec = ctx.codec.canonical_name if ctx is not None else "unknown"
-    if stream.type == "audio":
-        return StreamInfo(stream.index, "audio", codec, ctx.sample_rate, ctx.layout.name, ctx.layout.nb_channels)
-    return StreamInfo(stream.index, stream.type, codec)
+    if ctx is None:  # FFmpeg has no decoder for its codec id (unknown, or a damaged header)
+        return StreamInfo(stream.index, stream.type, "unknown", problem="its codec is unknown (damaged header?)")
+    codec = ctx.codec.canonical_name
+    if stream.type != "audio":
+        return StreamInfo(stream.index, stream.type, codec)
+    rate, layout, channels = ctx.sample_rate, ctx.layout.name, ctx.layout.nb_channels
+    problem = ""
+    if channels <= 0 or rate <= 0:
+        problem = f"its header is damaged ({channels} channels, {rate} Hz)"
+    return StreamInfo(stream.index, "audio", codec, rate, layout, channels, problem)
 
 
 def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
-    if sd is None:
+    if sd is None or len(bytes(sd)) < 36:  # absent, or too short to be one (damaged)
         return None
     return tuple(int(v) for v in np.frombuffer(bytes(sd), dtype="<i4", count=9))
+
+
+def _bad_metadata(container: av.container.InputContainer) -> bool:
+    """Whether :func:`open_container` had to replace bytes in the tags of the file or of a stream."""
+    tags = [container.metadata] + [s.metadata for s in container.streams]
+    return any("\ufffd" in key + value for t in tags for key, value in t.items())
 
 
 def _duration_tag(tag: str | None) -> float | None:
@@ -187,6 +211,7 @@ def probe(path: str | Path) -> VideoInfo:
             color_trc=int(first.color_trc),
             audio=[_stream_info(s) for s in c.streams.audio],
             subtitles=[_stream_info(s) for s in c.streams.subtitles],
+            bad_metadata=_bad_metadata(c),
         )
 
 

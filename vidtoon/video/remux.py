@@ -6,6 +6,8 @@ identical, timestamps only shifted by ``--start``) whenever the output container
 layout (5.1 stays 5.1). Subtitles are copied where the container holds them; other text subtitles are
 converted to the container's text format (SubRip, ASS or WebVTT to mov_text for MP4/MOV, see
 :mod:`vidtoon.video.subtitles`) and bitmap subtitles it cannot hold (PGS, DVD) are dropped with a warning.
+A track whose header is damaged (0 channels, an unknown codec: see ``StreamInfo.problem``) is dropped with
+a warning naming it, and the video converts without it, as ffmpeg would.
 
 ``--start``/``--end`` on copied tracks are packet-accurate: a packet is kept when its start time lies in
 [start, end), and shifted by the same offset as the video, so sync is exact; the audio may begin up to one
@@ -14,6 +16,7 @@ stay untouched, which a sample-accurate cut could only achieve by re-encoding.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import av
@@ -40,18 +43,20 @@ def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[Trac
     """Decide the fate of every audio and subtitle stream for ``container``; returns (plans, warnings)."""
     plans: list[TrackPlan] = []
     warnings: list[str] = []
-    for s in info.audio:
-        if not audio:
+    for s in info.audio + info.subtitles:
+        target = subtitle_target(container, s.codec) if s.type == "subtitle" else None
+        if s.type == "audio" and not audio:
             plans.append(TrackPlan(s, "drop", "--no-audio"))
-        elif audio_fits(container, s.codec):
+        elif s.problem:
+            plans.append(TrackPlan(s, "drop", s.problem))
+            warnings.append(f"{s.type} track {s.index} ({s.codec}) dropped: {s.problem}")
+        elif s.type == "audio" and audio_fits(container, s.codec):
             plans.append(TrackPlan(s, "copy"))
-        else:
+        elif s.type == "audio":
             why = f"a .{container} file cannot hold {s.codec} audio"
             plans.append(TrackPlan(s, "reencode", why))
             warnings.append(f"audio track {s.index}: {why}, re-encoded to AAC ({s.rate} Hz, {s.layout})")
-    for s in info.subtitles:
-        target = subtitle_target(container, s.codec)
-        if target == s.codec:
+        elif target == s.codec:
             plans.append(TrackPlan(s, "copy"))
         elif target is not None:
             why = f"a .{container} file cannot hold {s.codec} subtitles"
@@ -67,27 +72,57 @@ def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[Trac
 
 
 class CopyTrack:
-    """Copies the packets of one input stream into a stream made from it as a template."""
+    """Copies the packets of one input stream into a stream made from it as a template.
+
+    Timestamps that go backwards (damaged files) are moved forward just past the previous packet, as
+    ffmpeg does, because muxers refuse decreasing ones; :meth:`damage` reports how many were.
+    """
 
     def __init__(self, out: av.container.OutputContainer, source: av.stream.Stream) -> None:
         self.out = out
+        self.index = source.index
+        self.kind = source.type
         self.stream = out.add_stream_from_template(source)
+        self.last_dts: int | None = None  # in the input stream's time base
+        self.retimed = 0
 
     def push(self, packet: av.Packet) -> None:
         """Mux one input packet untouched (its timestamps are rescaled to the output stream by PyAV)."""
+        last = self.last_dts
+        if packet.dts is not None and last is not None:
+            # subtitle cues may share a time, audio packets may not; muxers refuse both going back
+            if packet.dts < last or (packet.dts == last and self.kind != "subtitle"):
+                packet.dts = last + 1
+                if packet.pts is not None and packet.pts < packet.dts:
+                    packet.pts = packet.dts
+                self.retimed += 1
+        if packet.dts is not None:
+            self.last_dts = packet.dts
         packet.stream = self.stream
         self.out.mux(packet)
 
     def flush(self) -> None:
         """Nothing is buffered here."""
 
+    def damage(self) -> str:
+        """A warning about the repairs this track needed, or ""."""
+        if not self.retimed:
+            return ""
+        return f"{self.kind} track {self.index} is damaged: {self.retimed} packets went back in time (moved forward)"
+
 
 class AacTrack:
-    """Decodes one input audio stream and re-encodes it to AAC at the same rate and channel layout."""
+    """Decodes one input audio stream and re-encodes it to AAC at the same rate and channel layout.
+
+    Damaged input is skipped rather than fatal: packets the decoder refuses, and decoded frames whose
+    format differs from the first one (the encoder cannot change mid-stream), are counted and left out;
+    a frame whose timestamp jumps back before the end of the previous one is moved to follow it.
+    """
 
     def __init__(self, out: av.container.OutputContainer, source: av.audio.stream.AudioStream) -> None:
         self.out = out
         self.source = source
+        self.index = source.index
         ctx = source.codec_context
         layout = ctx.layout.name
         if "channels" in layout:  # unordered layout: give the encoder the standard one for that count
@@ -95,17 +130,55 @@ class AacTrack:
         # the encoder converts sample format and layout and re-frames to its frame size itself (PyAV
         # runs an AudioResampler inside encode()), carrying the decoded frames' timestamps through
         self.stream = out.add_stream(FALLBACK_AUDIO, rate=ctx.sample_rate, layout=layout)
+        self.shape: tuple[str, int, int] | None = None  # (format, channels, rate) of the first decoded frame
+        self.next_pts: int | None = None  # in samples: where the previous frame ended
+        self.lost = 0
+        self.retimed = 0
 
-    def push(self, packet: av.Packet) -> None:
-        """Decode one input packet and mux the AAC packets it completes."""
-        for frame in self.source.decode(packet):
+    def push(self, packet: av.Packet | None) -> None:
+        """Decode one input packet (None: drain the decoder) and mux the AAC packets it completes."""
+        try:
+            frames = self.source.decode(packet)
+        except av.error.EOFError:
+            return  # already drained
+        except av.FFmpegError:
+            self.lost += 1
+            return
+        for frame in frames:
+            shape = (frame.format.name, frame.layout.nb_channels, frame.sample_rate)
+            self.shape = self.shape or shape
+            if shape != self.shape:
+                self.lost += 1
+                continue
+            self._retime(frame)
             self.out.mux(self.stream.encode(frame))
+
+    def _retime(self, frame: av.AudioFrame) -> None:
+        """Move ``frame`` to the end of the previous frame when it starts clearly before it (a damaged pts).
+
+        Overlaps within one tick of the input's time base are the rounding of its timestamps (Matroska
+        stores milliseconds) and are left alone.
+        """
+        if frame.pts is None or not frame.time_base:
+            return
+        rate = frame.sample_rate
+        start = frame.pts * frame.time_base * rate  # in samples
+        if self.next_pts is not None and start < self.next_pts - frame.time_base * rate - 1:
+            frame.pts = math.ceil(self.next_pts / (frame.time_base * rate))  # same time base: the encoder's
+            start = frame.pts * frame.time_base * rate                        # resampler was set up with it
+            self.retimed += 1
+        self.next_pts = round(start) + frame.samples
 
     def flush(self) -> None:
         """Drain the decoder and the encoder."""
-        for frame in self.source.decode(None):
-            self.out.mux(self.stream.encode(frame))
+        self.push(None)
         self.out.mux(self.stream.encode(None))
+
+    def damage(self) -> str:
+        """A warning about the damage this track met, or ""."""
+        parts = [f"{self.lost} packets or frames could not be decoded (left out)"] if self.lost else []
+        parts += [f"{self.retimed} frames went back in time (moved forward)"] if self.retimed else []
+        return f"audio track {self.index} is damaged: {', '.join(parts)}" if parts else ""
 
 
 def open_tracks(out: av.container.OutputContainer, source: av.container.InputContainer,

@@ -23,8 +23,11 @@ class TextSubtitleTrack:
                  codec: str) -> None:
         self.out = out
         self.source = source
+        self.index = source.index
         self.time_base = source.time_base or Fraction(1, 1000)
         self.lost = 0  # cues that could not be decoded or encoded (left out)
+        self.retimed = 0  # cues whose time went back before the previous one's (moved forward)
+        self.last_pts: int | None = None
         decoder = source.codec_context
         decoder.open(strict=False)  # its ASS header (the script's styles) exists once it is open
         self.stream = out.add_stream(codec)
@@ -52,6 +55,10 @@ class TextSubtitleTrack:
         except av.FFmpegError:
             self.lost += 1
             return
+        if self.last_pts is not None and pts < self.last_pts:  # a damaged time: muxers refuse going back
+            pts = self.last_pts + 1
+            self.retimed += 1
+        self.last_pts = pts
         encoded.stream = self.stream
         encoded.time_base = self.time_base
         encoded.pts = encoded.dts = pts
@@ -60,6 +67,12 @@ class TextSubtitleTrack:
 
     def flush(self) -> None:
         """Nothing is buffered: text subtitle decoders and encoders have no delay."""
+
+    def damage(self) -> str:
+        """A warning about the cues this track lost or moved, or ""."""
+        parts = [f"{self.lost} cues could not be converted and were left out"] if self.lost else []
+        parts += [f"{self.retimed} cues went back in time (moved forward)"] if self.retimed else []
+        return f"subtitle track {self.index}: {', '.join(parts)}" if parts else ""
 
     def _ms(self, milliseconds: int) -> int:
         """Milliseconds (AVSubtitle display times) in the stream's time base."""
