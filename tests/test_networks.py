@@ -21,7 +21,7 @@ from vidtoon.networks import (
 )
 
 TINY = {"cartoongan": dict(width=4, n_res=1), "fast": dict(width=8, width_low=8, n_res=1),
-        "toon": dict(width=8, width_low=8, n_res=1, iters=2)}
+        "toon": dict(width=8, width_low=8, n_res=1, iters=2, bins=6)}
 
 
 @pytest.mark.parametrize("arch", sorted(TINY))

@@ -27,9 +27,9 @@ def test_soft_quantize_is_a_continuous_staircase() -> None:
     q = soft_quantize(lum, bins=4, sharpness=torch.tensor(8.0))
     assert (q[1:] - q[:-1]).min() >= -1e-6  # monotonic
     assert (q[1:] - q[:-1]).abs().max() < 0.02  # continuous: no jump at the level borders
-    # sharp steps: most values sit near one of the 4 level centres
-    centres = torch.tensor([0.125, 0.375, 0.625, 0.875])
-    near = (q[:, None] - centres).abs().min(1).values < 0.03
+    # sharp steps: most values sit on one of the 5 plateaus, at the borders of the 4 levels
+    plateaus = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    near = (q[:, None] - plateaus).abs().min(1).values < 0.03
     assert near.float().mean() > 0.6
     soft = soft_quantize(lum, bins=4, sharpness=torch.tensor(0.05))
     assert (soft - lum).abs().max() < 0.01  # tiny sharpness: almost the identity

@@ -17,8 +17,9 @@ built into the network and the learned part steers them:
    1/4 resolution, applied to the full-resolution photo; inside flat regions it returns the flat colour,
    at region borders the photo's sharp edge.
 6. **Outlines** from the *abstracted* image, not the photo: the gradient of the flattened luminance is
-   large only where regions meet (texture has been flattened away), plus a learned per-block ink logit
-   that suppresses or adds lines.
+   large only where regions meet (texture has been flattened away); they are suppressed where the photo
+   is texture (gradients in every direction: grass, foliage, water), and a learned per-block ink logit
+   suppresses or adds lines.
 
 Everything but steps 5's final ``A * photo + b`` and the 3x3 outline stencil runs at 1/16 of the pixels,
 which keeps it cheap on a CPU (ONNX Runtime does not fuse full-resolution elementwise work).
@@ -77,12 +78,28 @@ def guided_coefficients(guide: torch.Tensor, target: torch.Tensor, eps: torch.Te
     return a.to(guide.dtype), b.to(guide.dtype)
 
 
+def texture(lum: torch.Tensor) -> torch.Tensor:
+    """How much a (1/4-resolution) luminance map is texture rather than a clean border, in [0, 1].
+
+    1 - coherence of the gradient in 3x3 windows: at a border the gradients point one way (their mean
+    vector is as long as their mean length: 0), in grass, foliage or water they point every way (~1).
+    Edge strength is ignored on purpose: a strong single border keeps its outline.
+    """
+    lp = F.pad(lum, (1, 1, 1, 1), mode="replicate")
+    gx = lp[..., 1:-1, 2:] - lp[..., 1:-1, :-2]
+    gy = lp[..., 2:, 1:-1] - lp[..., :-2, 1:-1]
+    length = box3(torch.sqrt(gx * gx + gy * gy + 1e-8))
+    mean_vec = torch.sqrt(box3(gx).pow(2) + box3(gy).pow(2) + 1e-8)
+    return (1.0 - mean_vec / (length + 1e-3)).clamp(0.0, 1.0)
+
+
 def soft_quantize(lum: torch.Tensor, bins: int, sharpness: torch.Tensor) -> torch.Tensor:
-    """Luminance in [0, 1] onto ``bins`` levels with smooth steps (Winnemoeller et al. 2006, continuous form).
+    """Luminance in [0, 1] onto ``bins + 1`` tones with smooth steps (Winnemoeller et al. 2006, continuous form).
 
     Each level spans ``1 / bins``; within it the value follows ``tanh(sharpness * offset) / tanh(sharpness)``
-    from the level's centre, so the staircase is continuous at the level borders (no new edges from the
-    quantization itself) and sharper for larger ``sharpness``.
+    of its offset from the level's centre: the step sits at the centre and the plateaus at the level
+    borders (0, 1/bins, ..., 1), and the curve is continuous (no new edges from the quantization itself)
+    and sharper for larger ``sharpness``.
     """
     dq = 1.0 / bins
     level = torch.round(lum / dq - 0.5) + 0.5  # index of the level's centre, in units of dq
@@ -118,6 +135,7 @@ class ToonGenerator(nn.Module):
         self.log_sharp = nn.Parameter(torch.tensor(2.0).log())      # tone step sharpness
         self.ink_gain = nn.Parameter(torch.tensor(14.0))            # outline logit per unit of gradient
         self.ink_bias = nn.Parameter(torch.tensor(-4.0))            # outline logit offset
+        self.texture_gain = nn.Parameter(torch.tensor(6.0))         # outline suppression in texture
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
@@ -161,6 +179,9 @@ class ToonGenerator(nn.Module):
         # outlines where the abstracted luminance changes: region borders, not texture
         gray = F.pad((out * self.luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
         grad = F.conv2d(gray, self.sobel).abs().sum(1, keepdim=True)
+        # no outlines in texture (grass, foliage, water): their edges point every way (see texture())
+        lum4 = (mean4 * self.luma).sum(1, keepdim=True)
+        ink_low = ink_low - self.texture_gain * texture(lum4)
         ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
         y = (out + 1.0) * (1.0 - ink) - 1.0
