@@ -15,12 +15,12 @@ TARGETS = ("surface", "toon")
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Everything a training run depends on (defaults are the shipped default model's recipe)."""
+    """Everything a training run depends on (defaults: the recipe of the trained ``classic`` model)."""
 
     photos: str = ""                      # folder of real photos (any sizes)
     cartoons: str = ""                    # folder of cartoon images (any sizes)
     out: str = "runs"                     # parent folder of the numbered run folders
-    arch: str = "fast"                    # generator: "fast" or "cartoongan" (the paper's)
+    arch: str = "fast"                    # generator: "fast", "toon" or "cartoongan" (the paper's)
     g_config: dict[str, Any] = field(default_factory=dict)  # generator constructor keywords (widths...)
     d_width: int = 16                     # discriminator first-layer channels (32 in the paper)
     d_spectral: bool = True               # spectral norm on D: a weaker, steadier D for short runs

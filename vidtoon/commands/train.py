@@ -21,9 +21,10 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.command("train")
 @click.option("--photos", type=click.Path(file_okay=False), help="Folder of real photos.")
 @click.option("--cartoons", type=click.Path(file_okay=False), help="Folder of cartoon images.")
-@click.option("--arch", type=click.Choice(["toon", "fast", "cartoongan"]), default="toon", show_default=True,
-              help="Generator: toon (built-in flattening, tones and outlines; the default model's), the "
-                   "earlier fast one, or the paper's.")
+@click.option("--arch", type=click.Choice(["fast", "toon", "cartoongan"]), default="fast", show_default=True,
+              help="Generator: fast (the recipe of the trained 'classic' model), toon (built-in flattening, "
+                   "tones and outlines: the default model's network; training it is experimental, see "
+                   "MODEL_CARD.md), or the paper's.")
 @click.option("--g-config", multiple=True, metavar="KEY=INT",
               help="Generator size and options, e.g. width=32, edge_aware=1, ink_refine=1 (repeatable).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of numbered run folders.")
@@ -44,9 +45,9 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
               help="w in L_adv + w L_con (the paper's 10 is for VGG19 features; see README).")
 @click.option("--surface-weight", type=float, default=50.0, show_default=True,
               help="Weight of the flattened-surface target (0: off).")
-@click.option("--target", type=click.Choice(["toon", "surface"]), default="toon", show_default=True,
-              help="Pixel target: toon (flat regions, tones, outlines of the flat image) or surface (the first "
-                   "default model's: mean shift + Canny outlines of the photo).")
+@click.option("--target", type=click.Choice(["surface", "toon"]), default="surface", show_default=True,
+              help="Pixel target: surface (mean shift + Canny outlines of the photo, the classic model's) or toon "
+                   "(mean shift, tones and outlines of the flat image).")
 @click.option("--adv-weight", type=float, default=1.0, show_default=True, help="Weight of G's adversarial term.")
 @click.option("--flat-weight", type=float, default=5.0, show_default=True,
               help="Weight of the edge-aware flatness prior (0: off). Both 0 = the paper's losses alone.")

@@ -163,9 +163,12 @@ class ToonGenerator(nn.Module):
         f4 = self.enc(xp)
         f8 = self.body(self.down(f4))
         f4 = self.dec(f4 + F.pixel_shuffle(self.up(f8), 2))
-        head = self.head(f4)
+        # the 1/4-resolution arithmetic (diffusion, tones, the guided filter's fit) runs in float32 whatever
+        # the precision of the frame: it is 1/16 of the pixels, and in fp16 its variances and tone steps
+        # lose digits (see guided_coefficients); only the full-resolution part runs in the input's precision
+        head = self.head(f4).float()
         colour, guide_corr, ink_low = head[:, 0:3], head[:, 3:6], head[:, 6:7]
-        mean4 = F.avg_pool2d(xp, 4)
+        mean4 = F.avg_pool2d(xp.float(), 4)
         low = mean4 + s * colour                                  # palette
         flat = diffuse(low, mean4 + guide_corr, self.log_sigma.exp(), self.config["iters"])
         flat = low + s * (flat - low)                             # flattening
@@ -174,13 +177,13 @@ class ToonGenerator(nn.Module):
         flat = flat + (2.0 * s) * (tones - lum)                   # tones (luminance only, chroma kept)
         # guided upsampling: eps scales with strength**2 so that strength 0 gives back the photo exactly
         a, b = guided_coefficients(mean4, flat, self.log_eps.exp() * (s * s) + 1e-6)
-        up = lambda t: F.interpolate(t, scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
+        up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
         # outlines where the abstracted luminance changes: region borders, not texture
         gray = F.pad((out * self.luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
         grad = F.conv2d(gray, self.sobel).abs().sum(1, keepdim=True)
         # no outlines in texture (grass, foliage, water): their edges point every way (see texture())
-        lum4 = (mean4 * self.luma).sum(1, keepdim=True)
+        lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)
         ink_low = ink_low - self.texture_gain * texture(lum4)
         ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
