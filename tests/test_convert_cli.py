@@ -164,3 +164,30 @@ def test_batch_size_follows_the_engine_unless_given() -> None:
     assert ConvertOptions().batch_for("cpu", preferred=None) == 4
     assert ConvertOptions().batch_for("cuda:0", preferred=None) == 8
     assert ConvertOptions(batch_size=3).batch_for("cpu", preferred=1) == 3
+
+
+def _mean_frame_difference(a: Path, b: Path) -> float:
+    """Mean absolute RGB difference (uint8 levels) between the frames of two videos of the same size."""
+    import numpy as np
+
+    with av.open(str(a)) as ca, av.open(str(b)) as cb:
+        diffs = [np.abs(fa.to_ndarray(format="rgb24").astype(int) - fb.to_ndarray(format="rgb24")).mean()
+                 for fa, fb in zip(ca.decode(video=0), cb.decode(video=0))]
+    return float(np.mean(diffs))
+
+
+def test_strength_and_outline_shape_the_look(tmp_path: Path, capsys) -> None:
+    # the shipped default model: strength 0 gives back the video, 1 a cartoon; outline 0 draws no ink
+    src = make_video(tmp_path / "in.mp4", frames=6, size=(160, 96), pattern="moving")
+    outs = {}
+    for name, extra in {"s0": ["--strength", "0"], "s1": [], "o0": ["--outline", "0"]}.items():
+        outs[name] = tmp_path / f"{name}.mp4"
+        code, _, err = run(["convert", src, "-o", outs[name], "--no-stabilize", "--crf", "0", *extra], capsys)
+        assert code == 0, err
+    assert _mean_frame_difference(src, outs["s0"]) < 3  # colour conversion and 4:2:0 round trips only
+    assert _mean_frame_difference(src, outs["s1"]) > 4 * _mean_frame_difference(src, outs["s0"])
+    assert _mean_frame_difference(outs["o0"], outs["s1"]) > 0.05  # the outlines were there
+    code, _, err = run(["convert", src, "--strength", "1.5"], capsys)
+    assert code == 2 and "--strength" in err
+    code, _, err = run(["image", tmp_path / "nothing.png", "--outline", "3"], capsys)
+    assert code == 2 and "--outline" in err
