@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidtoon.networks.controls import LookControls
 from vidtoon.networks.padding import PadToMultiple
 
 
@@ -34,6 +35,24 @@ class _DWRes(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+def add_feature_layers(net: nn.Module, in_channels: int, width: int, width_low: int, n_res: int) -> None:
+    """Give ``net`` the feature network both generators share: ``enc`` (to 1/4 resolution), ``down`` (1/8),
+    ``body`` (residual blocks at 1/8), ``up`` and ``dec`` (back to 1/4 with a U-Net skip); see
+    :func:`features`. Attribute names are the checkpoints' keys."""
+    net.enc = nn.Sequential(_UnshuffleConv(in_channels, width, 4), nn.ReLU(inplace=True), _DWRes(width))
+    net.down = nn.Sequential(_UnshuffleConv(width, width_low, 2), nn.ReLU(inplace=True))
+    net.body = nn.Sequential(*[_DWRes(width_low) for _ in range(n_res)])
+    net.up = nn.Conv2d(width_low, width * 4, 1)
+    net.dec = nn.Sequential(nn.ReLU(inplace=True), _DWRes(width))
+
+
+def features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The 1/4-resolution features of :func:`add_feature_layers`' network for input ``x``."""
+    f4 = net.enc(x)
+    f8 = net.body(net.down(f4))
+    return net.dec(f4 + F.pixel_shuffle(net.up(f8), 2))
 
 
 class _UnshuffleConv(nn.Conv2d):
@@ -112,7 +131,7 @@ class EdgeAwareFlat(nn.Module):
         return up(a) * x + up(b)
 
 
-class FastGenerator(nn.Module):
+class FastGenerator(LookControls, nn.Module):
     """Fast CartoonGAN-style generator. NCHW RGB in [-1, 1] in and out, any H and W.
 
     ``width``: channels at 1/4 resolution; ``width_low``: channels at 1/8; ``n_res``: residual blocks at
@@ -142,11 +161,7 @@ class FastGenerator(nn.Module):
         self.pad = PadToMultiple(8)
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
-        self.enc = nn.Sequential(_UnshuffleConv(4, width, 4), nn.ReLU(inplace=True), _DWRes(width))
-        self.down = nn.Sequential(_UnshuffleConv(width, width_low, 2), nn.ReLU(inplace=True))
-        self.body = nn.Sequential(*[_DWRes(width_low) for _ in range(n_res)])
-        self.up = nn.Conv2d(width_low, width * 4, 1)
-        self.dec = nn.Sequential(nn.ReLU(inplace=True), _DWRes(width))
+        add_feature_layers(self, 4, width, width_low, n_res)  # photo + its Sobel edge map
         # per 4x4 block: 16 gate logits, 16 ink logits, 48 colour corrections; and the 1/4-res colour image
         self.out = nn.Conv2d(width, 80, 1)
         self.color = nn.Conv2d(width, 3, 1)
@@ -169,27 +184,9 @@ class FastGenerator(nn.Module):
         # ``edge_aware``: the flat colour image is smoothed inside regions and upsampled along the photo's
         # edges (see EdgeAwareFlat) instead of bilinearly, which blurs every region border over 4 px
         self.edge_aware = EdgeAwareFlat(width) if edge_aware else None
-        #: inference-time controls (see set_controls); plain attributes, not weights
-        self.strength = 1.0
-        self.outline = 1.0
         #: compute the two full-resolution 3x3 stencils (Sobel, ``ink_refine``) as grouped convolutions; the
         #: same numbers, set for ONNX export (why: the comment above _edges)
         self.grouped_stencils = False
-
-    @property
-    def controls(self) -> dict[str, float]:
-        """The inference-time controls, as they key cached exports."""
-        return {"strength": float(self.strength), "outline": float(self.outline)}
-
-    def set_controls(self, strength: float = 1.0, outline: float = 1.0) -> "FastGenerator":
-        """``strength`` 0..1 scales the flat-colour share (the gate's complement), the colour correction and
-        the ink; ``outline`` 0..2 scales the ink. 0 gives back the photo."""
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if not 0.0 <= outline <= 2.0:
-            raise ValueError(f"outline must be in [0, 2], got {outline}")
-        self.strength, self.outline = float(strength), float(outline)
-        return self
 
     # Why two ways to run the same two 3x3 stencils at full resolution: ONNX Runtime's CPU layout pass
     # (NCHWc) pads a convolution's output to 16 channels, so a 1->2 or 3->1 channel convolution over a 720p
@@ -217,9 +214,7 @@ class FastGenerator(nn.Module):
         xp, size = self.pad.pad(x)
         gray = F.pad(xp.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
         edges = self._edges(gray)
-        f4 = self.enc(torch.cat([xp, edges], 1))  # folded 4x losslessly into channels (_UnshuffleConv)
-        f8 = self.body(self.down(f4))
-        f4 = self.dec(f4 + F.pixel_shuffle(self.up(f8), 2))
+        f4 = features(self, torch.cat([xp, edges], 1))  # folded 4x losslessly into channels (_UnshuffleConv)
         o = F.pixel_shuffle(self.out(f4), 4)
         ink_logit = o[:, 1:2]
         if self.ink_refine is not None:

@@ -34,7 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vidtoon.networks.fast import _DWRes, _UnshuffleConv
+from vidtoon.networks.controls import LookControls
+from vidtoon.networks.fast import add_feature_layers, features
 from vidtoon.networks.padding import PadToMultiple
 
 #: Rec. 601 luma weights (what the soft quantization and the outlines look at)
@@ -108,7 +109,7 @@ def soft_quantize(lum: torch.Tensor, bins: int, sharpness: torch.Tensor) -> torc
     return centre + half * torch.tanh(sharpness * (lum - centre) / half) / torch.tanh(sharpness)
 
 
-class ToonGenerator(nn.Module):
+class ToonGenerator(LookControls, nn.Module):
     """Cartoon generator with built-in flattening, tone quantization and outlines. NCHW RGB in [-1, 1].
 
     ``width``/``width_low``/``n_res``: the feature network (channels at 1/4 and 1/8 resolution, residual
@@ -120,11 +121,7 @@ class ToonGenerator(nn.Module):
         super().__init__()
         self.config = {"width": width, "width_low": width_low, "n_res": n_res, "iters": iters, "bins": bins}
         self.pad = PadToMultiple(8)
-        self.enc = nn.Sequential(_UnshuffleConv(3, width, 4), nn.ReLU(inplace=True), _DWRes(width))
-        self.down = nn.Sequential(_UnshuffleConv(width, width_low, 2), nn.ReLU(inplace=True))
-        self.body = nn.Sequential(*[_DWRes(width_low) for _ in range(n_res)])
-        self.up = nn.Conv2d(width_low, width * 4, 1)
-        self.dec = nn.Sequential(nn.ReLU(inplace=True), _DWRes(width))
+        add_feature_layers(self, 3, width, width_low, n_res)
         # per 1/4-res pixel: colour correction (3), guide correction (3), ink logit (1)
         self.head = nn.Conv2d(width, 7, 1)
         nn.init.zeros_(self.head.weight)
@@ -139,30 +136,11 @@ class ToonGenerator(nn.Module):
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
-        #: inference-time controls (see set_controls); not weights, so not in the state dict
-        self.strength = 1.0
-        self.outline = 1.0
-
-    @property
-    def controls(self) -> dict[str, float]:
-        """The inference-time controls, as they key cached exports."""
-        return {"strength": float(self.strength), "outline": float(self.outline)}
-
-    def set_controls(self, strength: float = 1.0, outline: float = 1.0) -> "ToonGenerator":
-        """Set ``strength`` (0 = the photo .. 1 = full look) and ``outline`` (ink multiplier, 0 .. 2)."""
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if not 0.0 <= outline <= 2.0:
-            raise ValueError(f"outline must be in [0, 2], got {outline}")
-        self.strength, self.outline = float(strength), float(outline)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.strength
         xp, size = self.pad.pad(x)
-        f4 = self.enc(xp)
-        f8 = self.body(self.down(f4))
-        f4 = self.dec(f4 + F.pixel_shuffle(self.up(f8), 2))
+        f4 = features(self, xp)
         # the 1/4-resolution arithmetic (diffusion, tones, the guided filter's fit) runs in float32 whatever
         # the precision of the frame: it is 1/16 of the pixels, and in fp16 its variances and tone steps
         # lose digits (see guided_coefficients); only the full-resolution part runs in the input's precision
