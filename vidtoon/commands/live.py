@@ -28,8 +28,8 @@ from vidtoon.commands._model_options import engine_from_options, model_options
               show_default=True, help="Where the s (snapshot) and r (record) keys write their files.")
 @click.option("--no-fps", is_flag=True, help="Do not draw the FPS counter on the window.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, engine: str, device: str, max_side: int,
-             window: bool | None, side_by_side: bool, record: Path | None, frames: int | None,
+def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, engine: str,
+             device: str, max_side: int, window: bool | None, side_by_side: bool, record: Path | None, frames: int | None,
              save_dir: Path, no_fps: bool, debug: bool) -> None:
     """Show a live cartoon of the webcam in a window.
 
