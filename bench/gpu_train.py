@@ -10,7 +10,14 @@ with the device call, about 27 MB); $INIT_STEPS, $BATCH, $DEVICE, $THREADS, $SAM
 This is how the runs of MODEL_CARD.md ("Training") were made, e.g. `... 430 a=0 b=0.2 c=1.0` and, with
 INIT_STEPS=0, `... 140 g1=1:0:0:0.02 g2=1:5:0:0.02 g3=3:0:0:0.02 g4=1:0:5:0.02`.
 """
-import os, shutil, signal, subprocess, sys, tarfile, threading, time
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
 from pathlib import Path
 
 KINDS = ("tw-map-composite", "map-composite", "theme-synthetic-scene", "svg-scene", "svg-scene+objects",
@@ -18,7 +25,6 @@ KINDS = ("tw-map-composite", "map-composite", "theme-synthetic-scene", "svg-scen
 
 
 def one(budget: float, name: str, adv: float, surf: float = 50.0, flat: float = 5.0, con: float = 0.02) -> None:
-    import torch
     from vidtoon.trainer.loop import train
     from vidtoon.trainer.options import TrainOptions
 
