@@ -68,8 +68,11 @@ def test_batches_in_flight_write_the_same_video(tmp_path: Path, tiny_engine) -> 
     assert deferred.submitted == 6 and deferred.most_waiting == 2 and deferred.waiting == []
     assert video_pts(streamed) == video_pts(plain) == video_pts(src)
     assert packets(streamed, 1) == packets(src, 1)
+    # the same frames in the same order; not bit-for-bit: on a loaded CI machine two runs of this pipeline
+    # differed in a few pixels now and then (seen in one CI run of three; torch's CPU kernels or x264's
+    # threads under load), while a frame out of order or from another batch differs by tens of levels
     for a, b in zip(_frames(plain), _frames(streamed), strict=True):
-        assert np.array_equal(a, b)
+        assert np.abs(a.astype(int) - b).mean() < 0.5
 
 
 def test_torch_engine_submit_equals_infer_on_the_cpu(tiny_engine) -> None:

@@ -80,7 +80,7 @@ def test_cache_entries_written_at_once_by_two_writers(tmp_path: Path, monkeypatc
     results: list = [None, None]
 
     def work(i: int) -> None:
-        results[i] = data_mod.cached(images, lambda im: 255 - im, "t", tmp_path / "c")
+        results[i] = data_mod.cached(images, lambda im: 255 - im, "t", tmp_path / "c", workers=1)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
@@ -95,5 +95,15 @@ def test_cache_entries_written_at_once_by_two_writers(tmp_path: Path, monkeypatc
 def test_cache_parts_start_at_their_share(tmp_path: Path) -> None:
     seen: list[int] = []
     images = [np.full((8, 8, 3), v, np.uint8) for v in range(4)]
-    out = data_mod.cached(images, lambda im: seen.append(int(im[0, 0, 0])) or im, "t", tmp_path, part=(1, 2))
+    out = data_mod.cached(images, lambda im: seen.append(int(im[0, 0, 0])) or im, "t", tmp_path, part=(1, 2),
+                          workers=1)
     assert seen == [2, 3, 0, 1] and [int(o[0, 0, 0]) for o in out] == [0, 1, 2, 3]
+
+
+def test_cache_threads_keep_the_order_and_reuse_entries(tmp_path: Path) -> None:
+    calls: list[int] = []
+    images = [np.full((8, 8, 3), v, np.uint8) for v in range(12)]
+    out = data_mod.cached(images, lambda im: calls.append(1) or 255 - im, "t", tmp_path, workers=4)
+    assert [int(o[0, 0, 0]) for o in out] == [255 - v for v in range(12)] and len(calls) == 12
+    again = data_mod.cached(images, lambda im: calls.append(1) or im, "t", tmp_path, workers=4)
+    assert [int(o[0, 0, 0]) for o in again] == [255 - v for v in range(12)] and len(calls) == 12  # from the cache

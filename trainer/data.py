@@ -83,14 +83,15 @@ def load_folder(files: list[Path], crop: int, report: LoadReport) -> list[np.nda
 
 
 def cached(images: list[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], tag: str, cache_dir: Path,
-           part: tuple[int, int] = (0, 1)) -> list[np.ndarray]:
+           part: tuple[int, int] = (0, 1), workers: int | None = None) -> list[np.ndarray]:
     """Apply ``fn`` to each image once; results are cached as PNG keyed by image content and ``tag``.
 
     Safe with several processes (or threads) on one cache folder: each result is written to a temporary
     file of its own and renamed into place, so a reader sees a whole file or none, and two writers of the
     same entry never take each other's temporary file. ``part`` = (index, count) of the caller among
     processes sharing the folder: each starts at its own share of the images, so on a first run they
-    compute mostly different entries and then find the others' in the cache.
+    compute mostly different entries and then find the others' in the cache. ``workers``: threads
+    (default: one per core; 1 computes the entries one after the other, in that order).
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     index, count = part
@@ -114,7 +115,7 @@ def cached(images: list[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], tag
 
     order = [*range(first, n), *range(first)]
     # OpenCV releases the GIL: threads use every core for the filters (mean shift: 0.2-0.4 s an image)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = dict(zip(order, pool.map(one, order)))
     return [results[i] for i in range(n)]
 
