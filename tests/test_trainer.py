@@ -208,3 +208,27 @@ def test_amp_on_cuda_saves_scaler_and_cuda_rng(data, tmp_path: Path) -> None:
     a = torch.load(straight / "checkpoints" / "latest.pt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "latest.pt", weights_only=False)
     assert a["step"] == b["step"] == 4 and a["scaler"] == b["scaler"]
+
+
+def test_toon_target_is_flat_with_outlines_between_regions() -> None:
+    from vidtoon.trainer.edges import flatten, toon_line_image, toon_target
+
+    rng = np.random.default_rng(0)
+    img = np.full((64, 96, 3), (60, 120, 180), np.uint8)
+    img[:, 48:] = (200, 160, 40)
+    noisy = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+    flat = flatten(noisy)
+    target, lines = toon_target(flat), toon_line_image(flat)[..., 0]
+    assert target[8:56, 6:40].std(axis=(0, 1)).max() < 0.5 * noisy[8:56, 6:40].std(axis=(0, 1)).max()
+    assert lines[:, 44:52].max() > 128 and lines[:, :40].max() < 64  # a line at the border, none inside
+    assert target[:, 44:52].min() < 60  # drawn dark
+
+
+def test_train_toon_arch_on_its_target_with_a_small_adversarial_weight(data, tmp_path: Path) -> None:
+    run = train(_opts(data, tmp_path, arch="toon", target="toon", adv_weight=0.1,
+                      g_config={"width": 8, "width_low": 8, "n_res": 1, "iters": 2}))
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert ckpt["arch"] == "toon" and ckpt["step"] == 4
+    assert (run / ".." / ".cache" / "flat").resolve().is_dir()  # the mean-shift images are cached
+    saved = json.loads((run / "options.json").read_text())
+    assert saved["target"] == "toon" and saved["adv_weight"] == 0.1
