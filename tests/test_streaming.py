@@ -53,6 +53,21 @@ class Deferred(Engine):
         return result
 
 
+class Recording(Engine):
+    """Runs another engine and keeps every batch it returned, in order."""
+
+    name = "recording"
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.outputs: list[np.ndarray] = []
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        out = self.inner.infer(frames)
+        self.outputs.append(out.copy())
+        return out
+
+
 def _frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -62,17 +77,22 @@ def test_batches_in_flight_write_the_same_video(tmp_path: Path, tiny_engine) -> 
     src = make_video(tmp_path / "in.mp4", frames=23, size=(64, 48))
     # without the stabilizer: its output is not bit-for-bit repeatable from one run to the next (about one
     # run in six differs, with the same engine and the same frames in and out of it)
-    plain = convert(src, tmp_path / "plain.mp4", engine=tiny_engine, batch_size=4, stabilize=False).output
-    deferred = Deferred(tiny_engine)
+    plain_engine = Recording(tiny_engine)
+    plain = convert(src, tmp_path / "plain.mp4", engine=plain_engine, batch_size=4, stabilize=False).output
+    streamed_engine = Recording(tiny_engine)
+    deferred = Deferred(streamed_engine)
     streamed = convert(src, tmp_path / "streamed.mp4", engine=deferred, batch_size=4, stabilize=False).output
     assert deferred.submitted == 6 and deferred.most_waiting == 2 and deferred.waiting == []
     assert video_pts(streamed) == video_pts(plain) == video_pts(src)
     assert packets(streamed, 1) == packets(src, 1)
-    # the same frames in the same order; not bit-for-bit: on a loaded CI machine two runs of this pipeline
-    # differed in a few pixels now and then (seen in one CI run of three; torch's CPU kernels or x264's
-    # threads under load), while a frame out of order or from another batch differs by tens of levels
+    # the engine gave the same pictures in the same order (within a level: on a loaded CI machine torch's
+    # CPU kernels were seen to round a pixel differently from one run to the next, which x264 then spreads
+    # over a few levels of the encoded frame; a frame out of order differs by tens of levels)
+    ours, theirs = np.concatenate(streamed_engine.outputs), np.concatenate(plain_engine.outputs)
+    assert ours.shape == theirs.shape == (23, 48, 64, 3)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
     for a, b in zip(_frames(plain), _frames(streamed), strict=True):
-        assert np.abs(a.astype(int) - b).mean() < 0.5
+        assert np.abs(a.astype(int) - b).mean() < 3
 
 
 def test_torch_engine_submit_equals_infer_on_the_cpu(tiny_engine) -> None:

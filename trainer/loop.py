@@ -19,7 +19,7 @@ import torch.nn as nn
 from vidtoon.trainer.data import LoadReport, PairSampler, cached, list_images, load_folder
 from vidtoon.trainer.edges import edge_promote, flatten, line_image, surface_target, toon_line_image, toon_target
 from vidtoon.trainer.features import content_network
-from vidtoon.trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss
+from vidtoon.trainer.losses import content_loss, d_loss, flatness_loss, gan_loss, surface_loss, toon_loss
 from vidtoon.trainer.options import TrainOptions
 from vidtoon.trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
 from vidtoon.trainer.state import (
@@ -216,6 +216,7 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
         d_train = nn.parallel.DistributedDataParallel(D, device_ids=ids)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     losslog = LossLog(run / "losses.csv", resume_step=step) if rank == 0 else None
+    split_loss = opts.arch == "toon" and opts.target == "toon"
     total = opts.init_steps + opts.steps
     end = total if stop_at is None else min(total, stop_at)
 
@@ -243,9 +244,13 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
             # --- G step, D frozen ---
             D.requires_grad_(False)
             with autocast():
-                fake = g_train(photo)
+                if split_loss:  # the toon generator on its own target: colour and outlines apart
+                    fake, before_ink, ink = g_train(photo, parts=True)
+                    l_surf = toon_loss(before_ink, ink, target, lines)
+                else:
+                    fake = g_train(photo)
+                    l_surf = surface_loss(fake, target, lines, opts.line_boost)
                 l_con = content_loss(feats, fake, photo)
-                l_surf = surface_loss(fake, target, lines, opts.line_boost)
                 l_flat = flatness_loss(fake, photo)
                 l_adv = torch.zeros((), device=device) if init else gan_loss(d_train(fake), True, opts.gan_loss)
                 loss_g = opts.adv_weight * l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat

@@ -52,3 +52,22 @@ def flatness_loss(generated: torch.Tensor, photo: torch.Tensor, sigma: float = 0
     tx = (generated[..., :, 1:] - generated[..., :, :-1]).abs() * wx
     ty = (generated[..., 1:, :] - generated[..., :-1, :]).abs() * wy
     return tx.mean() + ty.mean()
+
+
+def toon_loss(before_ink: torch.Tensor, ink: torch.Tensor, target: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
+    """The toon generator's teacher loss, split so that uncertain outlines are not trained away.
+
+    A pixel loss on the finished image is smallest with *no* outlines when the network cannot place a thin
+    line exactly where the teacher has it (measured: every such run lost its outlines, MODEL_CARD.md). So:
+    colour: L1 between the image before the ink and the target, away from the target's lines; outlines:
+    recall (the teacher's line pixels have ink within 1 px) plus precision (no ink farther than 1 px from
+    a teacher line), each a mean over its own pixels, so sparse lines weigh as much as the rest.
+    ``lines`` is the teacher's outline map in [0, 1], N x 1 x H x W; ``ink`` the network's, same shape.
+    """
+    near_line = F.max_pool2d(lines, 3, 1, 1)
+    away = (1.0 - near_line).detach()
+    colour = ((before_ink - target).abs() * away).sum() / (3 * away.sum() + 1.0)
+    on = (lines > 0.5).float()
+    recall = ((1.0 - F.max_pool2d(ink, 3, 1, 1)) * on).sum() / (on.sum() + 1.0)
+    precision = (ink * away).sum() / (away.sum() + 1.0)
+    return colour + recall + precision

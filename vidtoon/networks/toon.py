@@ -137,7 +137,8 @@ class ToonGenerator(LookControls, nn.Module):
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The cartoon of ``x``; with ``parts`` (training) also the image before the ink and the ink."""
         s = self.strength
         xp, size = self.pad.pad(x)
         f4 = features(self, xp)
@@ -168,4 +169,6 @@ class ToonGenerator(LookControls, nn.Module):
         y = (out + 1.0) * (1.0 - ink) - 1.0
         if not self.training:
             y = y.clamp(-1.0, 1.0)
+        if parts:
+            return self.pad.crop(y, size), self.pad.crop(out, size), self.pad.crop(ink, size)
         return self.pad.crop(y, size)
