@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidtoon.networks.abstraction import diffuse, guided_coefficients
 from vidtoon.networks.controls import LookControls
 from vidtoon.networks.padding import PadToMultiple
 
@@ -73,11 +74,6 @@ class _UnshuffleConv(nn.Conv2d):
         return F.conv2d(x, w, self.bias, stride=self.r)
 
 
-def _box3(t: torch.Tensor) -> torch.Tensor:
-    """3x3 mean with replicated borders."""
-    return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, 1)
-
-
 class EdgeAwareFlat(nn.Module):
     """Flat colour regions with sharp borders, for the fast generator (``edge_aware=True``).
 
@@ -110,23 +106,8 @@ class EdgeAwareFlat(nn.Module):
         dtype = x.dtype
         g = (mean4 + self.guide(f4)).float()
         mean4, low = mean4.float(), low.float()
-        h, w = g.shape[-2:]
-        gp = F.pad(g, (1, 1, 1, 1), mode="replicate")
-        shifts = ((0, 1), (2, 1), (1, 0), (1, 2))  # up, down, left, right (offsets into the padded map)
-        inv = -0.5 * torch.exp(-2.0 * self.log_sigma.float())
-        weights = [torch.exp(inv * (gp[..., dy:dy + h, dx:dx + w] - g).pow(2).sum(1, keepdim=True))
-                   for dy, dx in shifts]
-        norm = 1.0 / (1.0 + weights[0] + weights[1] + weights[2] + weights[3])
-        v = low
-        for _ in range(self.iters):
-            vp = F.pad(v, (1, 1, 1, 1), mode="replicate")
-            acc = v
-            for (dy, dx), wt in zip(shifts, weights):
-                acc = acc + wt * vp[..., dy:dy + h, dx:dx + w]
-            v = acc * norm
-        mg, mv = _box3(mean4), _box3(v)
-        a = (_box3(mean4 * v) - mg * mv) / (_box3(mean4 * mean4) - mg * mg + self.eps)
-        b = mv - a * mg
+        v = diffuse(low, g, self.log_sigma.float().exp(), self.iters)
+        a, b = guided_coefficients(mean4, v, self.eps)
         up = lambda t: F.interpolate(t.to(dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         return up(a) * x + up(b)
 
