@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds + 1):  # round 0 warms up (exports, caches) and is not counted
             for m, eng in engines.items():
                 t0 = time.perf_counter()
-                res = vidtoon.convert(str(clip), str(Path(tmp) / f"out_{m}.mp4"), engine=eng, overwrite=True,
+                res = vidtoon.convert(str(clip), str(Path(tmp) / f"out_{Path(m).stem}.mp4"), engine=eng, overwrite=True,
                                       stabilize=not args.no_stabilize)
                 if r:
                     fps[m].append(res.frames / (time.perf_counter() - t0))
