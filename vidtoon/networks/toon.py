@@ -84,7 +84,8 @@ class ToonGenerator(LookControls, nn.Module):
 
     def __init__(self, width: int = 32, width_low: int = 64, n_res: int = 4, iters: int = 12, bins: int = 6,
                  saturation: float = 1.0, brightness: float = 1.0, lines: str = "gradient", line_low: float = 0.39,
-                 line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0) -> None:
+                 line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0,
+                 shadows: float = 0.0) -> None:
         super().__init__()
         if lines not in ("gradient", "canny"):
             raise ValueError(f"lines must be 'gradient' or 'canny', got {lines!r}")
@@ -92,7 +93,8 @@ class ToonGenerator(LookControls, nn.Module):
         if (saturation, brightness, lines) != (1.0, 1.0, "gradient"):
             # only then: the config of models from before these options stays as it was (same export hash)
             self.config.update(saturation=saturation, brightness=brightness, lines=lines, line_low=line_low,
-                               line_high=line_high, hysteresis=hysteresis, texture_lines=texture_lines)
+                               line_high=line_high, hysteresis=hysteresis, texture_lines=texture_lines,
+                               shadows=shadows)
         self.pad = PadToMultiple(8)
         if width > 0:
             add_feature_layers(self, 3, width, width_low, n_res)
@@ -132,6 +134,12 @@ class ToonGenerator(LookControls, nn.Module):
         flat = low + s * (flat - low)                             # flattening
         lum = ((flat + 1.0) * 0.5 * self.luma).sum(1, keepdim=True)
         tones = soft_quantize(lum, cfg["bins"], self.log_sharp.exp())
+        shadows = cfg.get("shadows", 0.0)
+        if shadows:
+            # no tones below ``shadows``, fading in above it: the lowest plateau is black, and dark
+            # regions (shade, night, dark foliage) quantized onto it became black holes (seen on clips)
+            keep = (1.0 - lum / shadows).clamp(0.0, 1.0)
+            tones = tones + keep * (lum - tones)
         flat = flat + (2.0 * s) * (tones - lum)                   # tones (luminance only, chroma kept)
         saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
         if saturation != 1.0:                                     # a cleaner, more saturated palette ...
