@@ -63,12 +63,17 @@ def test_shipped_model_in_fp16_matches_float32(size: tuple[int, int], model: str
         assert net.edge_aware is not None  # the block above is in the classic model
     x = photo_like(2, *size)
     with torch.inference_mode():
-        ref = net.float()(x)
+        ref_exact = net.float()(x)
+        # the same (fp16-rounded) frame for both: the default model's outlines are threshold tests, and an
+        # input that differs by the rounding can put a pixel near a threshold on the other side
+        ref = net.float()(x.half().float())
         try:
             out = net.half()(x.half()).float()
         except RuntimeError as exc:  # an old PyTorch without fp16 kernels on the CPU
             pytest.skip(f"no fp16 on this CPU build: {exc}")
     assert float((out - ref).abs().max()) <= LEVEL
+    # ... and against the unrounded frame, such pixels are rare
+    assert float(((out - ref_exact).abs() > LEVEL).float().mean()) < 0.002
     to_u8 = lambda t: ((t + 1) * 127.5).round().clamp(0, 255)  # noqa: E731 (as the engines do)
     diff = (to_u8(out) - to_u8(ref)).abs()
     assert diff.max() <= 1 and diff.mean() <= 0.1, (float(diff.max()), float(diff.mean()))
