@@ -111,6 +111,8 @@ def info_cmd(debug: bool) -> None:
     section("Models")
     models = shipped_models()
     if models:
-        rows([(name, f"{path} ({path.stat().st_size / 2**20:.1f} MiB)") for name, path in models.items()])
+        from vidtoon.progress import format_size
+
+        rows([(name, f"{path} ({format_size(path.stat().st_size)})") for name, path in models.items()])
     else:
         click.echo("  none shipped in this build (pass --model PATH to a checkpoint)")
