@@ -6,22 +6,26 @@ was unsure. Here the cartoon operations of real-time video abstraction (Winnemoe
 built into the network and the learned part steers them:
 
 1. Features at 1/4 and 1/8 resolution (the ``fast`` generator's encoder: lossless pixel-unshuffle folded
-   into strided convolutions, depthwise-separable residual blocks, a U-Net skip).
-2. **Palette**: a learned colour correction of the photo's 4x4 block means (the flat colour image).
+   into strided convolutions, depthwise-separable residual blocks, a U-Net skip); ``width=0`` leaves them
+   and the learned heads out (the shipped ``default`` model: the operations alone, their scalars fitted by
+   trainer/tune.py).
+2. **Palette**: the photo's 4x4 block means, plus a learned colour correction; optionally more
+   saturated and brighter (``saturation``, ``brightness``).
 3. **Flattening**: edge-aware diffusion of that image at 1/4 resolution between 4-neighbours, with
    conductances from a guide (block means plus a learned correction, so the network decides which
    regions merge).
 4. **Tones**: soft quantization of its luminance into ``bins`` levels (a smooth staircase with a learned
-   sharpness; chroma kept), so shading becomes a few bands.
+   sharpness; chroma kept), so shading becomes a few bands; ``shadows`` keeps dark regions out of it.
 5. **Back to full resolution** along the photo's edges: a fast guided filter (He et al. 2013) fitted at
    1/4 resolution, applied to the full-resolution photo; inside flat regions it returns the flat colour,
    at region borders the photo's sharp edge.
-6. **Outlines** from the *abstracted* image, not the photo: the gradient of the flattened luminance is
-   large only where regions meet (texture has been flattened away); they are suppressed where the photo
-   is texture (gradients in every direction: grass, foliage, water), and a learned per-block ink logit
-   suppresses or adds lines.
+6. **Outlines**, one of two kinds (``lines``): ``"canny"``, one-pixel lines of a differentiable Canny
+   detector on the photo's luminance (networks/lines.py), made lighter where the photo is texture by
+   ``texture_lines``; or ``"gradient"`` (the first toon models), a sigmoid of the gradient of the
+   *abstracted* luminance, suppressed where the photo is texture (gradients in every direction: grass,
+   foliage, water). A learned per-block ink logit adds to either.
 
-Everything but steps 5's final ``A * photo + b`` and the 3x3 outline stencil runs at 1/16 of the pixels,
+Everything but step 5's final ``A * photo + b`` and the outline stencils runs at 1/16 of the pixels,
 which keeps it cheap on a CPU (ONNX Runtime does not fuse full-resolution elementwise work).
 
 Inference-time controls (plain attributes, not weights; see :meth:`ToonGenerator.set_controls`):
@@ -74,12 +78,19 @@ def soft_quantize(lum: torch.Tensor, bins: int, sharpness: torch.Tensor) -> torc
     return centre + half * torch.tanh(sharpness * (lum - centre) / half) / torch.tanh(sharpness)
 
 
+#: the look options' values that reproduce the toon generator of the release before them
+_LOOK_DEFAULTS = {"saturation": 1.0, "brightness": 1.0, "lines": "gradient", "line_low": 0.39, "line_high": 0.94,
+                  "hysteresis": 6, "texture_lines": 0.0, "shadows": 0.0}
+
+
 class ToonGenerator(LookControls, nn.Module):
     """Cartoon generator with built-in flattening, tone quantization and outlines. NCHW RGB in [-1, 1].
 
     ``width``/``width_low``/``n_res``: the feature network (channels at 1/4 and 1/8 resolution, residual
-    blocks at 1/8); ``iters``: diffusion steps at 1/4 resolution; ``bins``: luminance tones.
-    Starts (before training) as a fixed abstraction filter; the learned heads start at zero.
+    blocks at 1/8; ``width=0``: none); ``iters``: diffusion steps at 1/4 resolution; ``bins``: luminance
+    tones; the look options (``saturation`` .. ``shadows``, see the module docstring; ``line_low`` and
+    ``line_high`` are the Canny thresholds, ``hysteresis`` its reach in pixels) default to the first toon
+    models' look. Starts (before training) as a fixed abstraction filter; the learned heads start at zero.
     """
 
     def __init__(self, width: int = 32, width_low: int = 64, n_res: int = 4, iters: int = 12, bins: int = 6,
@@ -90,11 +101,11 @@ class ToonGenerator(LookControls, nn.Module):
         if lines not in ("gradient", "canny"):
             raise ValueError(f"lines must be 'gradient' or 'canny', got {lines!r}")
         self.config = {"width": width, "width_low": width_low, "n_res": n_res, "iters": iters, "bins": bins}
-        if (saturation, brightness, lines) != (1.0, 1.0, "gradient"):
+        look = {"saturation": saturation, "brightness": brightness, "lines": lines, "line_low": line_low,
+                "line_high": line_high, "hysteresis": hysteresis, "texture_lines": texture_lines, "shadows": shadows}
+        if look != _LOOK_DEFAULTS:
             # only then: the config of models from before these options stays as it was (same export hash)
-            self.config.update(saturation=saturation, brightness=brightness, lines=lines, line_low=line_low,
-                               line_high=line_high, hysteresis=hysteresis, texture_lines=texture_lines,
-                               shadows=shadows)
+            self.config.update(look)
         self.pad = PadToMultiple(8)
         if width > 0:
             add_feature_layers(self, 3, width, width_low, n_res)
@@ -151,6 +162,7 @@ class ToonGenerator(LookControls, nn.Module):
         a, b = guided_coefficients(mean4, flat, self.log_eps.exp() * (s * s) + 1e-6)
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
+        lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
         if cfg.get("lines", "gradient") == "canny":
             # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
             # float32: whether a pixel is a line is a threshold test, and in fp16 magnitudes near a
@@ -161,17 +173,15 @@ class ToonGenerator(LookControls, nn.Module):
             bias = None if ink_low is None else up(ink_low).float()
             line = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"], bias)
             if cfg.get("texture_lines", 0.0):
-                # lighter lines in texture (grass, foliage, water; see texture()): fully suppressing them
-                # there cost KID, halving them did not (training split: 61.9 either way, content +0.026)
-                lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)
+                # lighter lines in texture (grass, foliage, water): no cartoon traces them, although the
+                # held-out judge does not mind them (removing them entirely cost it ~4 KID; MODEL_CARD.md)
                 line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
             ink = line.to(xp.dtype) * (s * self.outline)
         else:
             # outlines where the abstracted luminance changes: region borders, not texture
             gray = F.pad((out * self.luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
             grad = F.conv2d(gray, self.sobel).abs().sum(1, keepdim=True)
-            # no outlines in texture (grass, foliage, water): their edges point every way (see texture())
-            lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)
+            # no outlines in texture (grass, foliage, water): their edges point every way
             ink_low = -self.texture_gain * texture(lum4) + (0.0 if ink_low is None else ink_low)
             ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
