@@ -7,7 +7,7 @@ Content kept: cosine similarity of the same features, and SSIM of the luminance,
 its stylization (1 = identical).
 Compared: the photos themselves (identity), the classic OpenCV cartoon filter (two bilateral passes and
 adaptive-threshold edges), cv2.stylization, mean shift + Canny outlines (the first default model's surface
-target), the toon target (the current default model's teacher), and the model(s).
+target), the toon target (the teacher of `--target toon` training), and the model(s).
 
 Usage: ``python -m vidtoon.trainer.evaluate --photos DIR --cartoons DIR --holdout 0.2 --model m.pt [--model ...]``
 """
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         "OpenCV cartoon filter": opencv_cartoon,
         "cv2.stylization": stylization,
         "mean shift + outlines (the first model's surface target)": surface_target,
-        "toon target (the default model's teacher)": lambda x: toon_target(flatten(x)),
+        "toon target (the teacher of --target toon)": lambda x: toon_target(flatten(x)),
     }
     for m in args.model:
         methods[f"model {Path(m).name}"] = model_method(m)
