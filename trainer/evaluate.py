@@ -112,15 +112,19 @@ def evaluate(photos: list[np.ndarray], cartoons: list[np.ndarray],
     judge = Judge()
     cartoon_f = judge.features(cartoons)
     photo_f = judge.features(photos)
-    rows = []
-    for name, fn in methods.items():
-        styled = [fn(p) for p in photos]
-        f = judge.features(styled)
-        k, ks = kid(f, cartoon_f)
-        cos = float(np.mean(np.sum(f * photo_f, 1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(photo_f, axis=1))))
-        ss = float(np.mean([ssim_luma(p, s) for p, s in zip(photos, styled)]))
-        rows.append({"method": name, "kid_x1e3": 1e3 * k, "kid_std_x1e3": 1e3 * ks, "feature_cosine": cos, "ssim_luma": ss})
-    return rows
+    return [{"method": name, **score_styled(judge, photos, [fn(p) for p in photos], photo_f, cartoon_f)}
+            for name, fn in methods.items()]
+
+
+def score_styled(judge: Judge, photos: list[np.ndarray], styled: list[np.ndarray], photo_f: np.ndarray,
+                 cartoon_f: np.ndarray) -> dict[str, float]:
+    """KID (x1e3, and its spread over subsets) of ``styled`` to the cartoons' features ``cartoon_f``, and the
+    feature cosine and luma SSIM of each stylized image to its photo (``photo_f``: the photos' features)."""
+    f = judge.features(styled)
+    k, ks = kid(f, cartoon_f)
+    cos = float(np.mean(np.sum(f * photo_f, 1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(photo_f, axis=1))))
+    ss = float(np.mean([ssim_luma(p, s) for p, s in zip(photos, styled)]))
+    return {"kid_x1e3": 1e3 * k, "kid_std_x1e3": 1e3 * ks, "feature_cosine": cos, "ssim_luma": ss}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -75,19 +75,14 @@ def stylize(net: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
 def judge_scorer(photos: list[np.ndarray], cartoons: list[np.ndarray]) -> Callable[[Look], dict[str, float]]:
     """A scoring function for :func:`search`: KID (x1e3) of the stylized ``photos`` to ``cartoons``, and
     the content cosine and luma SSIM to the photos (trainer/evaluate.py's judge and measures)."""
-    from vidtoon.trainer.evaluate import Judge, kid, ssim_luma
+    from vidtoon.trainer.evaluate import Judge, score_styled
 
     judge = Judge()
     cartoon_f, photo_f = judge.features(cartoons), judge.features(photos)
 
     def score(look: Look) -> dict[str, float]:
         net = build(look)
-        styled = [stylize(net, p) for p in photos]
-        f = judge.features(styled)
-        k, _ = kid(f, cartoon_f)
-        cos = float(np.mean(np.sum(f * photo_f, 1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(photo_f, axis=1))))
-        ss = float(np.mean([ssim_luma(p, s) for p, s in zip(photos, styled)]))
-        return {"kid_x1e3": 1e3 * k, "feature_cosine": cos, "ssim_luma": ss}
+        return score_styled(judge, photos, [stylize(net, p) for p in photos], photo_f, cartoon_f)
 
     return score
 
