@@ -229,13 +229,10 @@ def test_window_on_xvfb_shows_the_cartoon(tmp_path: Path, clip: Path, toon_model
     # its window was mapped and all frames were shown; on an idle machine none did in over ten runs. The
     # cause (Qt's painting under Xvfb, or the screenshots) is not known; the check that a window shows the
     # cartoon stays.
-    # Also one more when the picture was first seen so late that the clip ended on its own before Ctrl-C
-    # came (exit 0, "end of source": seen in a CI run): that session did not test Ctrl-C.
-    for attempt in range(3):
+    for attempt in range(2):
         rec = tmp_path / f"rec{attempt}.mp4"
         r = _window_session(xvfb, toon_model, tmp_path, rec)
-        ended_first = r["returncode"] == 0 and "end of source" in r.get("err", "")
-        if r["seen"] and not ended_first:
+        if r["seen"]:
             break
     err = r["err"]
     assert "IsViewable" in r["state"], f"the window was never mapped ({r['state']}); {err}"
