@@ -168,10 +168,16 @@ def _window_state(display: str, name: str) -> str:
     return state[0] if state else (r.stderr.strip() or "no such window")[:200]
 
 
+def _default_sigint() -> None:
+    # a suite started as a background job (``cmd &`` without job control, nohup) inherits SIGINT ignored,
+    # and so would ``vidtoon live``: the Ctrl-C test would then see the clip play to its end (exit 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_live(display: str, args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "vidtoon", "live", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
 
 
 def _start_window(tool: str, xvfb: str, toon_model: Path, tmp_path: Path, args: list[str]) -> subprocess.Popen[str]:
