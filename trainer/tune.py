@@ -35,6 +35,10 @@ Look = dict[str, Any]
 START: Look = {"iters": 56, "sigma": 0.1, "bins": 4, "sharpness": 3.0, "eps": 1e-2, "saturation": 1.2,
                "brightness": 1.05, "lines": (0.39, 0.94), "hysteresis": 6, "texture_lines": 0.8, "shadows": 0.25}
 
+#: content floors of the search, above the evaluation's (0.60 / 0.45): below cosine 0.65 it found looks that
+#: win KID by smearing faces and shading into blobs (seen on held-out photos and the clips)
+MIN_COSINE, MIN_SSIM = 0.65, 0.5
+
 #: the candidates of each scalar, searched in this order (iterations and hysteresis steps cost speed:
 #: their grids stop where the 720p convert would fall below the first default model's rate)
 SPACE: dict[str, tuple[Any, ...]] = {
@@ -64,31 +68,24 @@ def build(look: Look) -> ToonGenerator:
     return net.eval()
 
 
-def stylize(net: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
-    """Run ``net`` on one HxWx3 uint8 image."""
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    with torch.no_grad():
-        y = net(x)[0]
-    return ((y.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-
-
 def judge_scorer(photos: list[np.ndarray], cartoons: list[np.ndarray]) -> Callable[[Look], dict[str, float]]:
     """A scoring function for :func:`search`: KID (x1e3) of the stylized ``photos`` to ``cartoons``, and
     the content cosine and luma SSIM to the photos (trainer/evaluate.py's judge and measures)."""
+    from vidtoon.engines.torch_engine import TorchEngine
     from vidtoon.trainer.evaluate import Judge, score_styled
 
     judge = Judge()
     cartoon_f, photo_f = judge.features(cartoons), judge.features(photos)
 
     def score(look: Look) -> dict[str, float]:
-        net = build(look)
-        return score_styled(judge, photos, [stylize(net, p) for p in photos], photo_f, cartoon_f)
+        engine = TorchEngine(build(look), device="cpu")
+        return score_styled(judge, photos, [engine.infer(p[None])[0] for p in photos], photo_f, cartoon_f)
 
     return score
 
 
 def search(score: Callable[[Look], dict[str, float]], start: Look, space: dict[str, tuple[Any, ...]],
-           rounds: int = 1, min_cosine: float = 0.65, min_ssim: float = 0.5,
+           rounds: int = 1, min_cosine: float = MIN_COSINE, min_ssim: float = MIN_SSIM,
            log: Callable[[str], None] = print) -> tuple[Look, list[tuple[Look, dict[str, float]]]]:
     """Coordinate search: for each scalar in turn, try its candidates with the others fixed and keep the
     lowest KID among looks above the content floors; ``rounds`` passes. Returns the best look and every
@@ -136,10 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cartoons", required=True, help="cartoon folder (its training split is used)")
     ap.add_argument("--holdout", type=float, default=0.2, help="the evaluation's hold-out fraction, left out here")
     ap.add_argument("--rounds", type=int, default=1)
-    # content floors above the evaluation's (0.60 / 0.45): below cosine 0.65 the search found looks that win
-    # KID by smearing faces and shading into blobs (seen on held-out photos and the clips)
-    ap.add_argument("--min-cosine", type=float, default=0.65)
-    ap.add_argument("--min-ssim", type=float, default=0.5)
+    ap.add_argument("--min-cosine", type=float, default=MIN_COSINE)
+    ap.add_argument("--min-ssim", type=float, default=MIN_SSIM)
     ap.add_argument("--out", type=Path, required=True, help="checkpoint to write (load it with --model PATH)")
     args = ap.parse_args(argv)
     photos = [read_rgb(p) for p in list_images(args.photos, holdout=args.holdout, held_out=False)]

@@ -41,7 +41,8 @@ def _step_peaks() -> tuple[float, float]:
 
 #: scales the gradient so that a step answers as in OpenCV's Canny after a Gaussian blur of sigma 1: the
 #: thresholds then read as Canny's x 2 / 255 ([-1, 1] units)
-GRADIENT_SCALE = (lambda peaks: peaks[0] / peaks[1])(_step_peaks())
+_CANNY_PEAK, _OUR_PEAK = _step_peaks()
+GRADIENT_SCALE = _CANNY_PEAK / _OUR_PEAK
 
 
 def canny_lines(gray: torch.Tensor, low: float, high: float, steps: int,

@@ -167,9 +167,9 @@ class ToonGenerator(LookControls, nn.Module):
             # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
             # float32: whether a pixel is a line is a threshold test, and in fp16 magnitudes near a
             # threshold come out on the other side (whole line pixels differing from the fp32 result)
-            # (weights as Python floats: the luma buffer is rounded to fp16 when the network is)
+            # (weights from the constant, not the luma buffer: that is rounded to fp16 when the network is)
             xf = xp.float()
-            gray = LUMA[0] * xf[:, 0:1] + LUMA[1] * xf[:, 1:2] + LUMA[2] * xf[:, 2:3]
+            gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
             bias = None if ink_low is None else up(ink_low).float()
             line = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"], bias)
             if cfg.get("texture_lines", 0.0):
