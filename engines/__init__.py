@@ -34,7 +34,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 __all__ = ["ENGINES", "EXTRAS", "NEEDS", "Engine", "available", "choose_engine", "create_engine", "engine_class",
-           "missing_packages", "pick_engine"]
+           "missing_packages", "pick_engine", "resolve_engine"]
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -110,14 +110,20 @@ def choose_engine(device: str = "auto") -> tuple[str, str, str]:
                        onnxruntime=not missing_packages("onnxruntime"))
 
 
-def create_engine(name: str, generator: Any, device: str = "auto", **options: Any) -> Engine:
-    """Create engine ``name`` (or the best one for ``auto``) running ``generator`` on ``device``."""
+def resolve_engine(name: str, device: str = "auto") -> tuple[str, str]:
+    """The engine and device that ``name`` and ``device`` (either may be ``auto``) stand for on this machine."""
     if name == "auto":
         name, device, _ = choose_engine(device)
     elif device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() and name != "onnxruntime" else "cpu"
+    return name, device
+
+
+def create_engine(name: str, generator: Any, device: str = "auto", **options: Any) -> Engine:
+    """Create engine ``name`` (or the best one for ``auto``) running ``generator`` on ``device``."""
+    name, device = resolve_engine(name, device)
     cls = engine_class(name)
     missing = [] if isinstance(generator, (str, Path)) else missing_packages(name)
     if missing:

@@ -177,3 +177,37 @@ def test_batch_errors(tmp_path: Path, toon_model: Path, capsys) -> None:
     assert not (tmp_path / "empty_toon").exists()
     code, _, err = run(["batch", str(tmp_path / "empty"), "--crf", "99"], capsys)
     assert code == 2 and "--crf" in err
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
+def test_jobs_share_the_cores_between_their_engines(monkeypatch, engine: str) -> None:
+    # 2 jobs on 4 cores: each engine gets 2 threads. ONNX Runtime has a thread pool per session, so the count
+    # must reach each engine; PyTorch has one pool per process (restored afterwards)
+    import vidtoon.batch as batch
+    import vidtoon.engines as engines
+    import vidtoon.models as models
+    from vidtoon.options import ConvertOptions
+
+    made: list[dict] = []
+
+    class Fake:
+        def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            self.kwargs, self.torch_threads, self.closed = kwargs, torch.get_num_threads(), False
+            made.append(self.__dict__)
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(batch, "_cpus", lambda: 4)
+    monkeypatch.setattr(engines, "resolve_engine", lambda name, device: (name, "cpu"))
+    monkeypatch.setattr(engines, "create_engine", lambda name, generator, device, **kw: Fake(device=device, **kw))
+    monkeypatch.setattr(models, "load_generator", lambda *args: object())
+    before = torch.get_num_threads()
+    with batch.local_engines(ConvertOptions(engine=engine), jobs=2) as (_, created):
+        assert len(created) == 2
+    if engine == "onnxruntime":
+        assert [m["kwargs"] for m in made] == [{"device": "cpu", "threads": 2}] * 2
+    else:
+        assert [m["torch_threads"] for m in made] == [2, 2]
+    assert all(m["closed"] for m in made) and torch.get_num_threads() == before
+    assert batch.engine_threads("cuda:0", jobs=2, cpus=4) is None and batch.engine_threads("cpu", 1, 4) is None

@@ -1,49 +1,34 @@
-"""Batch conversion of a folder of videos: discovery by content, resumable, one bad file never stops the rest.
+"""Batch conversion of a folder of videos: resumable, one bad file never stops the rest.
 
-:func:`find_videos` walks the input folder and probes each candidate with PyAV, so a clip without a video
-extension is found and a text file named ``.mp4`` is not silently taken for one (it is reported as broken).
-:func:`run_batch` converts every file with :func:`vidtoon.pipeline.convert`, sharing one loaded model, and
-returns a :class:`FileResult` per file. Outputs mirror the input tree under the output folder; an output
-that exists under its final name is finished (the pipeline only renames complete files into place), so a
-re-run after an interruption does only what is left.
+:func:`vidtoon.batch_find.find_videos` finds the videos; :func:`convert_batch` converts them on this machine
+(:func:`run_local`: ``jobs`` engines on one loaded model, the CPU cores shared between them) or on a Ray
+cluster (:mod:`vidtoon.batch_ray`), and returns a :class:`FileResult` per file. An output that exists under
+its final name is finished (the pipeline only renames complete files into place), so a re-run after an
+interruption does only what is left. :class:`Tally` keeps the frame counts a progress display shows.
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import queue
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidtoon.batch_find import VIDEO_EXTS, BatchItem, Probe, find_videos, output_for, probe_file
 from vidtoon.errors import VidtoonError, describe
+from vidtoon.fileio import AtomicFile
+from vidtoon.options import ConvertOptions
 
-#: extensions that make a file that cannot be opened count as a broken video (reported) rather than
-#: as some other file (ignored)
-VIDEO_EXTS = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
-    ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".dv", ".qt", ".asf", ".f4v", ".divx", ".y4m",
-})
-#: demuxers of still images and other things FFmpeg opens "as video" that are not videos to convert
-_NOT_VIDEO_FORMATS = ("image2", "gif", "apng", "tty", "webp", "ico", "bmp", "lavfi")
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One file found in the input folder."""
-
-    input: Path
-    rel: Path  # path relative to the input folder
-    output: Path  # where its result goes (mirrored under the output folder)
-    frames: int | None = None  # frame count (or estimate) from the probe; None when unknown
-    problem: str = ""  # why it cannot be converted (set for broken files with a video extension)
+__all__ = ["VIDEO_EXTS", "BatchItem", "Probe", "FileResult", "Tally", "find_videos", "output_for", "probe_file",
+           "convert_batch", "run_local", "run_batch", "convert_item", "precheck", "summarize", "write_report",
+           "report_meta"]
 
 
 @dataclass
@@ -61,129 +46,6 @@ class FileResult:
     warnings: list[str] = field(default_factory=list)
     worker: str = ""  # "host:pid" of the process that converted it (empty when nothing was converted)
     attempts: int = 0  # conversions started for it (more than 1 when a Ray worker died on it)
-
-
-@dataclass
-class Probe:
-    """What :func:`probe_file` found out about one file."""
-
-    kind: str  # "video", "other" (ignored) or "broken" (looks like a video, cannot be read)
-    reason: str = ""
-    frames: int | None = None
-    audio: list[str] = field(default_factory=list)  # canonical codec names
-    subtitles: list[str] = field(default_factory=list)
-
-
-def probe_file(path: Path) -> Probe:
-    """Decide by content whether ``path`` is a video: an openable container with a real video stream.
-
-    Still images (which FFmpeg opens as one-frame videos), audio files (their cover art is an
-    ``attached_pic`` video stream) and everything else are "other"; a file with a video extension that
-    FFmpeg cannot open is "broken" so that the batch reports it rather than skipping it silently.
-    """
-    import av
-
-    from vidtoon.video.reader import open_container
-
-    looks_like_video = path.suffix.lower() in VIDEO_EXTS
-    try:
-        container = open_container(path)
-    except (av.FFmpegError, OSError) as exc:
-        if looks_like_video:
-            return Probe("broken", f"not a readable video ({getattr(exc, 'strerror', None) or exc})")
-        return Probe("other", "not a media file")
-    with container:
-        names = container.format.name.split(",")
-        if any(n in _NOT_VIDEO_FORMATS or n.endswith("_pipe") for n in names):
-            return Probe("other", "a still image")
-        videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
-        if not videos:
-            if looks_like_video:
-                return Probe("broken", "no video stream")
-            return Probe("other", "no video stream")
-        v = videos[0]
-        frames = v.frames or None
-        if frames is None and v.duration and v.time_base and (v.average_rate or v.guessed_rate):
-            frames = int(round(float(v.duration * v.time_base) * float(v.average_rate or v.guessed_rate)))
-        elif frames is None and container.duration and (v.average_rate or v.guessed_rate):
-            frames = int(round(container.duration / 1e6 * float(v.average_rate or v.guessed_rate)))
-
-        def codec(s: Any) -> str:
-            return s.codec_context.codec.canonical_name if s.codec_context is not None else s.type
-
-        return Probe("video", frames=frames, audio=[codec(s) for s in container.streams.audio],
-                     subtitles=[codec(s) for s in container.streams.subtitles])
-
-
-def _is_temporary(name: str) -> bool:
-    # hidden files and the temporary outputs of an interrupted run (ours and other tools') are never inputs
-    return name.startswith(".") or name.endswith((".part", ".tmp", ".partial", ".crdownload", "~"))
-
-
-def _matches(rel: Path, patterns: Sequence[str]) -> bool:
-    text = rel.as_posix()
-    return any(fnmatch.fnmatch(text, p) or fnmatch.fnmatch(rel.name, p) for p in patterns)
-
-
-def output_for(rel: Path, probe: Probe, output_dir: Path, codec: str, audio: bool) -> Path:
-    """Where the result of ``rel`` goes: the same relative folder and name, with the container the
-    single-file ``convert`` would pick for it (MP4 unless a kept stream needs Matroska/WebM)."""
-    from vidtoon.video.containers import default_container, extension_of
-
-    container = default_container(rel, codec, probe.audio if audio else [], probe.subtitles)
-    return output_dir / rel.parent / (rel.stem + extension_of(container))
-
-
-def find_videos(input_dir: str | Path, output_dir: str | Path, *, recursive: bool = False,
-                include: Sequence[str] = (), exclude: Sequence[str] = (), codec: str = "libx264",
-                audio: bool = True, on_probe: Callable[[Path], None] | None = None) -> tuple[list[BatchItem], list[tuple[Path, str]]]:
-    """Find the videos under ``input_dir``; returns (items to convert, [(ignored file, why)]).
-
-    ``include`` / ``exclude`` are glob patterns matched against the path relative to ``input_dir`` and
-    against the bare file name (``*.mp4``, ``holiday/*``); with ``include`` only matching files are
-    considered. The output folder, when inside the input folder, is never scanned.
-    """
-    root = Path(input_dir).expanduser()
-    out_root = Path(output_dir).expanduser()
-    if not root.is_dir():
-        raise VidtoonError(f"{root} is not a folder (vidtoon convert takes single files)")
-    if out_root.resolve() == root.resolve():
-        raise VidtoonError("the output folder must differ from the input folder")
-    out_resolved = out_root.resolve()
-    candidates: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        # never descend into the output folder (a re-run would otherwise convert its own outputs)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_resolved)
-        candidates += [here / f for f in sorted(filenames)]
-        if not recursive:
-            break
-    items: list[BatchItem] = []
-    ignored: list[tuple[Path, str]] = []
-    taken: dict[Path, Path] = {}
-    for path in candidates:
-        rel = path.relative_to(root)
-        if _is_temporary(path.name):
-            continue
-        if include and not _matches(rel, include):
-            continue
-        if exclude and _matches(rel, exclude):
-            ignored.append((rel, "excluded"))
-            continue
-        if not path.is_file():
-            continue
-        if on_probe is not None:
-            on_probe(rel)
-        probe = probe_file(path)
-        if probe.kind == "other":
-            ignored.append((rel, probe.reason))
-            continue
-        out = output_for(rel, probe, out_root, codec, audio) if probe.kind == "video" else out_root / rel.with_suffix(".mp4")
-        if out in taken:  # clip.mp4 and clip.webm in one folder: keep both, the second named clip.webm.mp4
-            out = out.with_name(rel.name + out.suffix)
-        taken[out] = path
-        items.append(BatchItem(path, rel, out, probe.frames, "" if probe.kind == "video" else probe.reason))
-    return items, ignored
 
 
 class Cancelled(BaseException):
@@ -309,13 +171,134 @@ def write_report(path: str | Path, results: Sequence[FileResult], meta: dict[str
     path = Path(path).expanduser()
     payload = {**meta, "summary": summarize(results), "files": [asdict(r) for r in results]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
+    with AtomicFile(path) as target:
+        with open(target.path, "x", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, default=str)
             fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
+
+
+#: the options that load the generator: once per batch (per Ray worker), not per file
+_MODEL_FIELDS = ("model", "strength", "outline", "engine", "device")
+
+
+def per_file_options(options: ConvertOptions) -> dict[str, Any]:
+    """The keyword arguments of :func:`vidtoon.pipeline.convert` each file gets (all but the model's and
+    ``overwrite``, which the batch passes itself)."""
+    return {k: v for k, v in asdict(options).items() if k not in _MODEL_FIELDS + ("overwrite",)}
+
+
+def report_meta(input_dir: Path, out_dir: Path, options: ConvertOptions, ray: Any, started: float,
+                interrupted: bool = False) -> dict[str, Any]:
+    """What a batch report says about the run besides the files: folders, options, ray, times."""
+    from vidtoon import __version__
+
+    return {
+        "vidtoon": __version__,
+        "input_dir": str(input_dir.resolve()),
+        "output_dir": str(out_dir.resolve()),
+        "model": options.model, "engine": options.engine, "device": options.device,
+        "ray": None if ray is None else {"address": ray.address, "workers": ray.workers, "gpus": ray.gpus},
+        "options": per_file_options(options),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 3),
+        "interrupted": interrupted,
+    }
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def engine_threads(device: str, jobs: int, cpus: int | None = None) -> int | None:
+    """CPU threads for each of ``jobs`` engines on ``device``: the cores shared between the jobs instead of
+    oversubscribed; None (the engine's own choice) for one job or a GPU."""
+    if jobs <= 1 or device.startswith("cuda"):
+        return None
+    return max(1, (cpus or _cpus()) // jobs)
+
+
+@contextmanager
+def local_engines(options: ConvertOptions, jobs: int) -> Iterator[tuple[Any, list[Any]]]:
+    """Load the model once and yield (generator, ``jobs`` engines running it), closed afterwards.
+
+    On the CPU the cores are shared between the jobs: ONNX Runtime through each session's own thread count
+    (its pools are per session), PyTorch through its one process-wide pool (restored afterwards).
+    """
+    import torch
+
+    from vidtoon.engines import create_engine, resolve_engine
+    from vidtoon.models import load_generator
+
+    name, device = resolve_engine(options.engine, options.device)
+    threads = engine_threads(device, jobs)
+    extra: dict[str, Any] = {"threads": threads} if threads and name == "onnxruntime" else {}
+    torch_threads = torch.get_num_threads()
+    if threads and name == "torch":
+        torch.set_num_threads(threads)
+    generator = load_generator(options.model, "cpu", options.strength, options.outline)  # once for the batch
+    engines: list[Any] = []
+    try:
+        engines += [create_engine(name, generator, device=device, **extra) for _ in range(jobs)]
+        yield generator, engines
+    finally:
+        for e in engines:
+            e.close()
+        torch.set_num_threads(torch_threads)
+
+
+def run_local(items: Sequence[BatchItem], options: ConvertOptions, *, jobs: int = 1,
+              **callbacks: Any) -> list[FileResult]:
+    """Convert ``items`` on this machine with ``jobs`` engines on one loaded model (none loaded when every
+    file is skipped or broken). ``callbacks``: those of :func:`run_batch`."""
+    fields, overwrite = per_file_options(options), options.overwrite
+    todo = [it for it in items if precheck(it, overwrite) is None]
+    if not todo:
+        return run_batch(items, fields, engines=[None], overwrite=overwrite, **callbacks)
+    with local_engines(options, max(1, min(jobs, len(todo)))) as (generator, engines):
+        return run_batch(items, fields, engines=engines, generator=generator, overwrite=overwrite, **callbacks)
+
+
+def convert_batch(items: Sequence[BatchItem], options: ConvertOptions, *, jobs: int = 1, ray: Any = None,
+                  on_message: Callable[[str], None] | None = None, **callbacks: Any) -> list[FileResult]:
+    """Convert ``items`` with ``options``: here (:func:`run_local`) or, with ``ray``
+    (:class:`vidtoon.batch_ray.RayOptions`), on that Ray cluster. ``callbacks``: those of :func:`run_batch`;
+    ``on_message`` gets the Ray cluster's one-line news."""
+    if ray is None:
+        return run_local(items, options, jobs=jobs, **callbacks)
+    from vidtoon.batch_ray import run_batch_ray
+
+    return run_batch_ray(items, per_file_options(options), model=options.model, engine=options.engine,
+                         device=options.device, generator_options={"strength": options.strength,
+                                                                  "outline": options.outline},
+                         ray_options=ray, overwrite=options.overwrite, on_message=on_message, **callbacks)
+
+
+class Tally:
+    """The frame counts of a batch for a progress display: per file, and overall kept honest when a file is
+    retried (its frames are counted again) or fails (the frames it will never deliver count as done)."""
+
+    def __init__(self, items: Sequence[BatchItem], overwrite: bool) -> None:
+        self.items = list(items)
+        self.todo = [it for it in items if overwrite or not it.output.exists()]
+        #: frames of the files to convert (None when no file's count is known)
+        self.total = sum(it.frames or 0 for it in self.todo if not it.problem) or None
+        self.done_frames: dict[Path, int] = {}
+        self.results: list[FileResult] = []  # in completion order, for the report of an interrupted batch
+
+    def started(self, item: BatchItem) -> int:
+        """``item`` starts (again): the change of the overall count (minus what an earlier try counted)."""
+        return -self.done_frames.pop(item.input, 0)
+
+    def progressed(self, item: BatchItem, done: int) -> int:
+        """``item`` has ``done`` frames: the change of the overall count."""
+        delta = done - self.done_frames.get(item.input, 0)
+        self.done_frames[item.input] = done
+        return delta
+
+    def finished(self, item: BatchItem, result: FileResult) -> int:
+        """``item`` ended with ``result``: the change of the overall count."""
+        self.results.append(result)
+        if item in self.todo and result.status == "failed" and item.frames:
+            return max(0, item.frames - self.done_frames.get(item.input, 0))
+        return 0

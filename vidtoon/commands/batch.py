@@ -1,7 +1,6 @@
 """``vidtoon batch``: convert every video in a folder, resumably."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -63,10 +62,10 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
     from vidtoon.errors import VidtoonError
     from vidtoon.options import ConvertOptions
 
-    convert_opts["audio"] = not convert_opts.pop("no_audio")
     ray = None
-    try:
-        ConvertOptions(**convert_opts, overwrite=overwrite).validate()
+    try:  # the options are built once, here, and handed to the library as they are
+        audio = not convert_opts.pop("no_audio")
+        options = ConvertOptions(**convert_opts, audio=audio, overwrite=overwrite).validate()
         if ray_address is not None:
             from vidtoon.batch_ray import RayOptions
 
@@ -85,12 +84,12 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not input_dir.is_dir():
         raise VidtoonError(f"{input_dir} is not a folder (use vidtoon convert for one file)")
-    suffix = "_compare" if convert_opts["compare"] else "_toon"
+    suffix = "_compare" if options.compare else "_toon"
     out_dir = output_dir or input_dir.resolve().with_name(input_dir.resolve().name + suffix)
     with console.status("looking for videos...") as status:
         items, ignored = find_videos(
             input_dir, out_dir, recursive=recursive, include=include, exclude=exclude,
-            codec=convert_opts["codec"], audio=convert_opts["audio"],
+            codec=options.codec, audio=options.audio,
             on_probe=lambda rel: status.update(f"looking for videos: {rel}"))
     if not items:
         hint = "" if recursive else " (use --recursive for subfolders)"
@@ -99,72 +98,50 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
         names = ", ".join(f"{p} ({why})" for p, why in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
         console.print(f"[dim]ignored {len(ignored)} file(s) that are not videos: {names}[/dim]", markup=True)
 
-    _run(items, out_dir, input_dir, convert_opts, jobs, ray, overwrite, quiet, report, console)
+    _run(items, out_dir, input_dir, options, jobs, ray, quiet, report, console)
 
 
-def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, Any], jobs: int, ray: Any,
-         overwrite: bool, quiet: bool, report: Path | None, console: Any) -> None:
+def _run(items: list, out_dir: Path, input_dir: Path, options: Any, jobs: int, ray: Any, quiet: bool,
+         report: Path | None, console: Any) -> None:
     from rich.markup import escape
 
-    from vidtoon import __version__
-    from vidtoon.batch import summarize, write_report
+    from vidtoon.batch import Tally, convert_batch, report_meta, summarize, write_report
     from vidtoon.errors import VidtoonError
 
-    todo = [it for it in items if overwrite or not it.output.exists()]
-    model, engine, device = convert_opts.pop("model"), convert_opts.pop("engine"), convert_opts.pop("device")
-    # the generator's inference-time controls: set once, when each engine's model is loaded
-    generator_options = {"strength": convert_opts.pop("strength"), "outline": convert_opts.pop("outline")}
     started = time.time()
-    progress, overall, per_file = _progress(console, quiet, items, todo)
-    done_frames: dict[Path, int] = {}
-    results: list = []
-    results_so_far: list = []  # in completion order, for the report of an interrupted batch
+    tally = Tally(items, options.overwrite)
+    progress, overall, per_file = _progress(console, quiet, len(items), tally.total)
     try:
         with progress:
             def on_start(item: Any) -> None:
-                if item.input in per_file:  # a retry (its Ray worker died): its frames are counted again
+                if item.input in per_file:  # a retry (its Ray worker died)
                     progress.remove_task(per_file.pop(item.input))
-                    progress.update(overall, advance=-done_frames.pop(item.input, 0))
+                progress.update(overall, advance=tally.started(item))
                 per_file[item.input] = progress.add_task(escape(str(item.rel)), total=item.frames)
 
             def on_progress(item: Any, done: int, total: int | None) -> None:
                 task = per_file.get(item.input)
                 if task is not None:
                     progress.update(task, completed=done, total=max(total or 0, done) or None)
-                delta = done - done_frames.get(item.input, 0)
-                done_frames[item.input] = done
-                progress.update(overall, advance=delta)
+                progress.update(overall, advance=tally.progressed(item, done))
 
             def on_done(item: Any, result: Any) -> None:
                 task = per_file.pop(item.input, None)
                 if task is not None:
                     progress.remove_task(task)
-                if item in todo and result.status == "failed" and item.frames:
-                    # count the frames a failed file will never deliver, so the ETA stays honest
-                    progress.update(overall, advance=max(0, item.frames - done_frames.get(item.input, 0)))
-                results_so_far.append(result)
-                progress.update(overall, description=f"all files ({len(results_so_far)}/{len(items)})")
+                progress.update(overall, advance=tally.finished(item, result),
+                                description=f"all files ({len(tally.results)}/{len(items)})")
 
-            callbacks = {"on_start": on_start, "on_progress": on_progress, "on_done": on_done}
-            if ray is not None:
-                from vidtoon.batch_ray import run_batch_ray
-
-                results = run_batch_ray(items, convert_opts, model=model, engine=engine, device=device,
-                                        generator_options=generator_options, ray_options=ray, overwrite=overwrite,
-                                        on_message=lambda text: console.print(escape(text)), **callbacks)
-            else:
-                results = _run_local(items, todo, convert_opts, model, generator_options, engine, device, jobs,
-                                     overwrite, callbacks)
+            results = convert_batch(items, options, jobs=jobs, ray=ray, on_start=on_start, on_progress=on_progress,
+                                    on_done=on_done, on_message=lambda text: console.print(escape(text)))
     except KeyboardInterrupt:
         if report is not None:
-            write_report(report, results_so_far, _meta(input_dir, out_dir, model, engine, device, ray, convert_opts,
-                                                       started, __version__, interrupted=True))
+            write_report(report, tally.results, report_meta(input_dir, out_dir, options, ray, started, True))
         raise
 
     _table(console, results, show_worker=ray is not None)
     if report is not None:
-        write_report(report, results, _meta(input_dir, out_dir, model, engine, device, ray, convert_opts,
-                                            started, __version__))
+        write_report(report, results, report_meta(input_dir, out_dir, options, ray, started))
         console.print(f"report: {escape(str(report))}")
     counts = summarize(results)
     failed = [r for r in results if r.status == "failed"]
@@ -174,40 +151,14 @@ def _run(items: list, out_dir: Path, input_dir: Path, convert_opts: dict[str, An
     console.print(f"{counts['done']} converted, {counts['skipped']} already done, into {escape(str(out_dir))}")
 
 
-def _run_local(items: list, todo: list, convert_opts: dict[str, Any], model: str, generator_options: dict[str, Any],
-               engine: str, device: str, jobs: int, overwrite: bool, callbacks: dict[str, Any]) -> list:
-    """Convert on this machine with ``jobs`` engines on one loaded model."""
-    from vidtoon.batch import run_batch
-    from vidtoon.engines import create_engine
-    from vidtoon.models import load_generator
-
-    jobs = max(1, min(jobs, len(todo)))
-    if not (todo and any(not it.problem for it in todo)):
-        return run_batch(items, convert_opts, engines=[None], overwrite=overwrite, **callbacks)
-    generator = load_generator(model, "cpu", **generator_options)  # once for the whole batch
-    engines = [create_engine(engine, generator, device=device) for _ in range(jobs)]
-    try:
-        if jobs > 1 and all(e.device == "cpu" for e in engines):
-            import torch
-
-            # share the cores between the jobs instead of oversubscribing them
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
-        return run_batch(items, convert_opts, engines=engines, generator=generator, overwrite=overwrite,
-                         **callbacks)
-    finally:
-        for e in engines:
-            e.close()
-
-
-def _progress(console: Any, quiet: bool, items: list, todo: list) -> tuple[Any, Any, dict]:
+def _progress(console: Any, quiet: bool, files: int, total: int | None) -> tuple[Any, Any, dict]:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("frames"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=console, transient=True, disable=quiet)
-    total = sum(it.frames or 0 for it in todo if not it.problem) or None
-    overall = progress.add_task(f"all files (0/{len(items)})", total=total)
+    overall = progress.add_task(f"all files (0/{files})", total=total)
     return progress, overall, {}
 
 
@@ -233,18 +184,3 @@ def _table(console: Any, results: list, show_worker: bool = False) -> None:
         table.add_row(escape(r.input), str(r.frames or ""), f"{r.fps:.1f}" if r.fps else "",
                       f"{r.seconds:.1f} s" if r.seconds else "", *worker, f"[{style[r.status]}]{escape(status)}[/]")
     Console(soft_wrap=False).print(table)
-
-
-def _meta(input_dir: Path, out_dir: Path, model: str, engine: str, device: str, ray: Any,
-          convert_opts: dict[str, Any], started: float, version: str, interrupted: bool = False) -> dict[str, Any]:
-    return {
-        "vidtoon": version,
-        "input_dir": str(input_dir.resolve()),
-        "output_dir": str(out_dir.resolve()),
-        "model": model, "engine": engine, "device": device,
-        "ray": None if ray is None else {"address": ray.address, "workers": ray.workers, "gpus": ray.gpus},
-        "options": convert_opts,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 3),
-        "interrupted": interrupted,
-    }

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import click
 
-from vidtoon.options import NVENC_PRESETS, PRESETS
+from vidtoon.options import NVENC_PRESETS, PRESETS, ConvertOptions
+
+#: the defaults of every option: ConvertOptions is where they are set
+_D = ConvertOptions()
 
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
 
@@ -36,32 +40,32 @@ class TimeParam(click.ParamType):
 @click.option("-o", "--output", type=click.Path(path_type=str), default=None,
               help="Output file (.mp4, .mkv, .mov, .webm). Default: <name>_toon.mp4 beside the input, or the "
                    "input's container when MP4 cannot hold its audio/subtitles.")
-@click.option("--model", default="default", show_default=True, help="Shipped model name or checkpoint path.")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+@click.option("--model", default=_D.model, show_default=True, help="Shipped model name or checkpoint path.")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=_D.strength, show_default=True,
               help="How cartoon: 0 = the photo, 1 = the full look (flattening, tones, palette and outlines "
                    "all scale inside the network).")
-@click.option("--outline", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True,
+@click.option("--outline", type=click.FloatRange(0.0, 2.0), default=_D.outline, show_default=True,
               help="Outline amount: 0 = none, 1 = as trained, 2 = bolder.")
-@click.option("--engine", default="auto", show_default=True,
+@click.option("--engine", default=_D.engine, show_default=True,
               help="Inference backend: auto, torch, onnxruntime, tensorrt (see `vidtoon info`).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(1, 256), default=None,
+@click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1, 256), default=_D.batch_size,
               help="Frames per inference call (default: the engine's choice: one per core for ONNX Runtime on "
                    "the CPU, run side by side; 4 for PyTorch on the CPU, 8 on a GPU).")
-@click.option("--max-side", type=click.IntRange(min=16), default=None,
+@click.option("--max-side", type=click.IntRange(min=16), default=_D.max_side,
               help="Downscale so the longer side is at most this many pixels (default: keep the size).")
-@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True,
+@click.option("--crf", type=click.IntRange(0, 63), default=_D.crf, show_default=True,
               help="Encoder quality (lower is better and bigger).")
-@click.option("--preset", type=click.Choice(PRESETS + NVENC_PRESETS), default="veryfast", show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS + NVENC_PRESETS), default=_D.preset, show_default=True,
               help="Encoder speed/size trade-off.")
-@click.option("--codec", default="libx264", show_default=True,
+@click.option("--codec", default=_D.codec, show_default=True,
               help="Video encoder: libx264, libx265, h264_nvenc, libvpx-vp9, libsvtav1, ...")
-@click.option("--start", type=TimeParam(), default=None, help="Convert from this time (seconds or [h:]m:s).")
-@click.option("--end", type=TimeParam(), default=None, help="Convert up to this time (exclusive).")
+@click.option("--start", type=TimeParam(), default=_D.start, help="Convert from this time (seconds or [h:]m:s).")
+@click.option("--end", type=TimeParam(), default=_D.end, help="Convert up to this time (exclusive).")
 @click.option("--no-audio", "no_audio", is_flag=True, help="Drop the audio tracks.")
-@click.option("--stabilize/--no-stabilize", default=True, show_default=True,
+@click.option("--stabilize/--no-stabilize", default=_D.stabilize, show_default=True,
               help="Reduce frame-to-frame flicker of the stylization (optical-flow guided; about 11% slower at 720p).")
-@click.option("--stabilize-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6,
+@click.option("--stabilize-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=_D.stabilize_strength,
               show_default=True, help="How steady --stabilize makes the result (0..1).")
 @click.option("--compare", is_flag=True,
               help="Write the original and the cartoon side by side (one above the other for portrait "
@@ -69,10 +73,7 @@ class TimeParam(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert_cmd(input: str, output: str | None, model: str, strength: float, outline: float, engine: str, device: str, batch_size: int | None,
-                max_side: int | None, crf: int, preset: str, codec: str, start: float | None, end: float | None,
-                no_audio: bool, stabilize: bool, stabilize_strength: float, compare: bool, overwrite: bool,
-                quiet: bool, debug: bool) -> None:
+def convert_cmd(input: str, output: str | None, no_audio: bool, quiet: bool, debug: bool, **fields: Any) -> None:
     """Turn a video into a cartoon video.
 
     Timing (every frame's timestamp, variable frame rates), frame count, size, rotation, aspect ratio and
@@ -89,24 +90,17 @@ def convert_cmd(input: str, output: str | None, model: str, strength: float, out
     from rich.console import Console
 
     from vidtoon.errors import VidtoonError
-    from vidtoon.options import ConvertOptions
     from vidtoon.pipeline import convert
     from vidtoon.progress import progress_bar, summary_line
 
-    try:
-        ConvertOptions(model=model, strength=strength, outline=outline, engine=engine, device=device, batch_size=batch_size, max_side=max_side,
-                       crf=crf, preset=preset, codec=codec, start=start, end=end, audio=not no_audio,
-                       overwrite=overwrite, stabilize=stabilize, stabilize_strength=stabilize_strength,
-                       compare=compare).validate()
+    try:  # the options are built once, here, and handed to the library as they are
+        opts = ConvertOptions(audio=not no_audio, **fields).validate()
     except VidtoonError as exc:
         raise click.UsageError(str(exc)) from None
 
     console = Console(stderr=True, highlight=False)
     with progress_bar("Converting", quiet=quiet, console=console) as progress:
-        result = convert(input, output, model=model, strength=strength, outline=outline, engine=engine, device=device, batch_size=batch_size,
-                         max_side=max_side, crf=crf, preset=preset, codec=codec, start=start, end=end,
-                         audio=not no_audio, overwrite=overwrite, stabilize=stabilize,
-                         stabilize_strength=stabilize_strength, compare=compare, progress=progress)
+        result = convert(input, output, opts, progress=progress)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     if not quiet:

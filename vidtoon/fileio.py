@@ -1,0 +1,96 @@
+"""Writing files so that they appear only when complete, and checking that a folder can be written to.
+
+Every file vidtoon writes (videos, images, reports, checkpoints, ONNX exports, recordings) goes through
+:class:`AtomicFile`: the data goes to a temporary file beside the target (same folder, so the final rename
+never crosses a file system) under a name no other thread or process can pick, is flushed to the disk, and is
+renamed onto the target only when the writer finished; on any error, Ctrl-C included, the temporary file is
+removed. A reader therefore sees the old file or the complete new one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from vidtoon.errors import VidtoonError
+
+__all__ = ["AtomicFile", "check_writable", "temp_name"]
+
+
+def temp_name(target: Path, suffix: str = "") -> Path:
+    """A hidden, unique name beside ``target``: ``.<name>.<random>.part<suffix>``.
+
+    ``suffix`` is for writers that choose the format by extension (OpenCV, Pillow): e.g. ``.png``.
+    """
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part{suffix}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """A temporary file beside ``target`` that becomes ``target`` on :meth:`commit`.
+
+    As a context manager: yields itself (write to ``.path``), commits when the block ends normally and
+    discards the temporary file when it raises (any exception, KeyboardInterrupt included)::
+
+        with AtomicFile(out) as f:
+            torch.save(state, f.path)
+
+    Writers that outlive one block (a recording) call :meth:`commit` or :meth:`discard` themselves.
+    """
+
+    def __init__(self, target: str | Path, suffix: str = "") -> None:
+        self.target = Path(target)
+        self.path = temp_name(self.target, suffix)
+
+    def commit(self) -> Path:
+        """Flush the temporary file to the disk and rename it onto the target; on failure remove it."""
+        try:
+            _fsync(self.path)
+            os.replace(self.path, self.target)
+        except BaseException:
+            self.discard()
+            raise
+        try:  # the rename itself is durable once the folder is synced (not possible everywhere: best effort)
+            _fsync(self.target.parent)
+        except OSError:
+            pass
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing happens when it was never created)."""
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def check_writable(folder: str | Path) -> None:
+    """Raise VidtoonError unless a file can be created in ``folder``.
+
+    It creates and removes a file: the only test that also holds for root (``os.access`` says yes to root on
+    a read-only folder) and for read-only mounts.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VidtoonError(f"output folder {folder} does not exist")
+    probe = temp_name(folder / ".vidtoon-write-test")
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise VidtoonError(f"cannot write to {folder} ({exc.strerror or exc})") from None
