@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,16 @@ MULTIPLE_KEY = "vidtoon_multiple"
 def user_cache_dir() -> Path:
     """The folder vidtoon caches engine files in.
 
-    ``$VIDTOON_CACHE_DIR`` wins; otherwise the platform's user cache folder (``$XDG_CACHE_HOME`` or
-    ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows) + ``vidtoon``.
+    ``$VIDTOON_CACHE_DIR`` wins; otherwise the platform's user cache folder for ``vidtoon``, as
+    ``platformdirs`` knows it (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,
+    ``%LOCALAPPDATA%\\vidtoon\\Cache`` on Windows).
     """
     override = os.environ.get("VIDTOON_CACHE_DIR")
     if override:
         return Path(override).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vidtoon"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("vidtoon", appauthor=False))
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -112,17 +108,6 @@ def tensorrt_cache_name(
     )
     shapes = "-".join("x".join(map(str, v[2])) for _, v in sorted(profile.items()))
     return f"{onnx_hash[:12]}-{shapes}-{precision}-trt{trt_version}-{slug(gpu_name)}-{key[:12]}.engine"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _digest(obj: Any) -> str:

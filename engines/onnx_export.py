@@ -27,11 +27,11 @@ from torch import nn
 
 from vidtoon.engines.cache import (
     MULTIPLE_KEY,
-    atomic_write_bytes,
     onnx_cache_name,
     user_cache_dir,
     weights_hash,
 )
+from vidtoon.fileio import write_bytes
 from vidtoon.networks import ARCHS, PadToMultiple
 
 FP32_ATOL = 1e-4
@@ -137,7 +137,7 @@ def export_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, verify:
     if aligned:
         entry = proto.metadata_props.add()
         entry.key, entry.value = MULTIPLE_KEY, str(size_multiple(net))
-    atomic_write_bytes(path, proto.SerializeToString())
+    write_bytes(path, proto.SerializeToString())
     report = ExportReport(path=path, fp16=fp16, max_abs_diff=float("nan"), atol=FP16_ATOL if fp16 else FP32_ATOL)
     if verify:
         report.max_abs_diff = verify_onnx(net, path, fp16=fp16, multiple=size_multiple(net) if aligned else None)

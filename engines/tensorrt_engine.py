@@ -26,11 +26,11 @@ import numpy as np
 
 from vidtoon.engines.base import Engine, check_batch
 from vidtoon.engines.cache import (
-    atomic_write_bytes,
     file_sha256,
     tensorrt_cache_name,
     user_cache_dir,
 )
+from vidtoon.fileio import write_bytes
 
 try:
     import tensorrt as trt
@@ -176,7 +176,7 @@ class TensorRTEngine(Engine):
             )
             start = time.monotonic()
             plan = build_plan(self.onnx_path, profile)
-            atomic_write_bytes(path, plan)
+            write_bytes(path, plan)
             self.log(f"TensorRT engine built in {time.monotonic() - start:.0f} s")
             engine = self._runtime.deserialize_cuda_engine(plan)
             if engine is None:

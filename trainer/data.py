@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import write_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -105,12 +105,7 @@ def cached(images: list[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], tag
         hit = read_rgb(path) if path.is_file() else None
         if hit is None or hit.shape != img.shape:
             hit = fn(img)
-            tmp = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part.png"
-            try:
-                cv2.imwrite(str(tmp), cv2.cvtColor(hit, cv2.COLOR_RGB2BGR))
-                tmp.replace(path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            write_image(path, cv2.cvtColor(hit, cv2.COLOR_RGB2BGR))
         return hit
 
     order = [*range(first, n), *range(first)]

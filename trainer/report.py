@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vidtoon.fileio import AtomicFile, write_image
+
 LOG_FIELDS = ["step", "phase", "lr", "loss_g", "loss_adv", "loss_con", "loss_surf", "loss_flat", "loss_d",
               "d_real", "d_edge", "d_fake", "it_per_s", "elapsed_s"]
 
@@ -46,9 +48,7 @@ def write_grid(path: Path, generator: nn.Module, photos: np.ndarray, device: tor
     pairs = [np.concatenate(rows[i:i + 2], 1) if i + 1 < len(rows) else
              np.concatenate([rows[i], np.zeros_like(rows[i])], 1) for i in range(0, len(rows), 2)]
     grid = np.concatenate(pairs, 0)
-    tmp = path.with_name(path.stem + ".part.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    tmp.replace(path)
+    write_image(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
 class LossLog:
@@ -96,7 +96,8 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
         axes[1].plot(steps, vals, label=key, linewidth=0.8)
     axes[1].set_xlabel("step"); axes[1].legend(); axes[1].set_title("D output (mean logit)")
     fig.tight_layout()
-    tmp = png_path.with_name(png_path.stem + ".part.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(png_path)
+    try:
+        with AtomicFile(png_path, suffix=".png") as target:  # matplotlib picks the format by extension
+            fig.savefig(target.path, dpi=90)
+    finally:
+        plt.close(fig)

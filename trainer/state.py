@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import AtomicFile
 
 
 def new_run_dir(out: str | Path, arch: str) -> Path:
@@ -42,9 +43,8 @@ class EMA:
 
 def save_checkpoint(path: Path, **state: Any) -> None:
     """Write a checkpoint dict atomically (temp file, then rename): a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".part")
-    torch.save(state, str(tmp))
-    tmp.replace(path)
+    with AtomicFile(path) as target:
+        torch.save(state, str(target.path))
 
 
 def rng_state(rng: np.random.Generator, device: torch.device | None = None) -> dict[str, Any]:

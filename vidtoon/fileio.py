@@ -12,10 +12,11 @@ import os
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from vidtoon.errors import VidtoonError
 
-__all__ = ["AtomicFile", "check_writable", "temp_name"]
+__all__ = ["AtomicFile", "check_writable", "temp_name", "write_bytes", "write_image"]
 
 
 def temp_name(target: Path, suffix: str = "") -> Path:
@@ -77,6 +78,24 @@ class AtomicFile:
             self.commit()
         else:
             self.discard()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (creating its folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with AtomicFile(path) as f:
+        f.path.write_bytes(data)
+
+
+def write_image(path: str | Path, bgr: Any) -> None:
+    """Write a BGR uint8 image with OpenCV atomically, in the format of ``path``'s extension."""
+    import cv2
+
+    path = Path(path)
+    with AtomicFile(path, suffix=path.suffix) as f:
+        if not cv2.imwrite(str(f.path), bgr):  # OpenCV says False rather than raising
+            raise VidtoonError(f"cannot write image {path}")
 
 
 def check_writable(folder: str | Path) -> None:

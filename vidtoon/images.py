@@ -9,7 +9,6 @@ destination folder and renamed, so an output file only ever appears complete.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import AtomicFile
 
 #: extensions picked up when a folder is given (explicit files are read by content, whatever their name)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -218,15 +218,8 @@ def save_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = Non
         kwargs["optimize"] = False
     path.parent.mkdir(parents=True, exist_ok=True)
     # a fresh name opened exclusively (mkstemp would make the file private, 0600, ignoring the umask)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "xb") as fh:
-            im.save(fh, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        # also on Ctrl-C: never leave the temporary file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with AtomicFile(path) as target, open(target.path, "xb") as fh:
+        im.save(fh, format=fmt, **kwargs)
     return warnings
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import AtomicFile, check_writable
 
 
 # ----------------------------------------------------------------------------------------------- display
@@ -165,17 +166,18 @@ class Recorder:
         """Raise VidtoonError unless ``path`` is a recordable name in a writable folder."""
         if path.suffix.lower() not in cls.EXTS:
             raise VidtoonError(f"cannot record to {path.name}: use a {', '.join(cls.EXTS)} name")
-        parent = path.expanduser().resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise VidtoonError(f"cannot record to {path}: folder {parent} does not exist or is not writable")
+        try:
+            check_writable(path.expanduser().resolve().parent)
+        except VidtoonError as exc:
+            raise VidtoonError(f"cannot record to {path}: {exc}") from None
 
     def __init__(self, path: Path, size: tuple[int, int], crf: int = 20, preset: str = "veryfast") -> None:
         import av
 
         self.check_path(path)
         self.path = path.expanduser()
-        self.tmp = self.path.with_name(f".{self.path.name}.part{self.path.suffix}")
-        self.container = av.open(str(self.tmp), "w")
+        self.target = AtomicFile(self.path, suffix=self.path.suffix)  # the muxer is chosen by the extension
+        self.container = av.open(str(self.target.path), "w")
         try:
             stream = self.container.add_stream("libx264", rate=30)  # nominal; real timing is in the pts
             stream.width, stream.height = size
@@ -216,8 +218,7 @@ class Recorder:
         except BaseException:
             self.abort()
             raise
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self.target.commit()
 
     def abort(self) -> None:
         """Drop the recording: nothing is left on disk."""
@@ -227,4 +228,4 @@ class Recorder:
             self.container.close()
         except (av.FFmpegError, OSError, ValueError):  # a broken file is deleted next: its errors do not matter
             pass
-        self.tmp.unlink(missing_ok=True)
+        self.target.discard()

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from vidtoon.errors import VidtoonError, first_line
+from vidtoon.fileio import AtomicFile
 from vidtoon.networks import apply_controls, build_generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -75,9 +76,8 @@ def export_generator(net: nn.Module, arch: str, path: str | Path, meta: dict[str
         "params_ema": state,
         "meta": dict(meta or {}),
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, str(tmp))
-    tmp.replace(path)
+    with AtomicFile(path) as target:
+        torch.save(payload, str(target.path))
     return path
 
 

@@ -1,12 +1,12 @@
 """``vidtoon export``: write a generator as an ONNX file or a TensorRT engine, for use outside vidtoon."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import check_writable, write_bytes
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -36,10 +36,10 @@ def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batc
     """
     out = Path(output)
     folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise VidtoonError(f"cannot write {out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise VidtoonError(f"cannot write {out}: folder {folder} is not writable")
+    try:
+        check_writable(folder)
+    except VidtoonError as exc:
+        raise VidtoonError(f"cannot write {out}: {exc}") from None
     width, height = _parse_size(size) if engine == "tensorrt" else (0, 0)
 
     from vidtoon.models import load_generator
@@ -73,7 +73,6 @@ def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int
     import torch
 
     from vidtoon.engines import engine_class
-    from vidtoon.engines.cache import atomic_write_bytes
     from vidtoon.engines.onnx_export import export_onnx
 
     engine_class("tensorrt")  # names `pip install 'vidtoon[tensorrt]'` when TensorRT is missing
@@ -87,6 +86,6 @@ def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int
         export_onnx(net, onnx_path, fp16=fp16)  # type: ignore[arg-type]
         plan = build_plan(onnx_path, profile_shapes(height, width, batch))
     try:
-        atomic_write_bytes(out, plan)
+        write_bytes(out, plan)
     except OSError as exc:
         raise VidtoonError(f"cannot write {out}: {exc.strerror or exc}") from exc
