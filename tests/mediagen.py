@@ -35,9 +35,10 @@ _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 def frame_image(index: int, width: int, height: int, pattern: str = "moving") -> np.ndarray:
     """The RGB picture of frame ``index``: a diagonal gradient shifted per frame and a moving square.
 
-    ``pattern="still"`` returns the same picture for every index (for tests of static content).
+    ``pattern="still"`` returns the same picture for every index (for tests of static content);
+    ``"flicker"`` that picture 2 levels brighter and darker in turn (flicker for a stabilizer to remove).
     """
-    t = 0 if pattern == "still" else index
+    t = 0 if pattern in ("still", "flicker") else index
     y, x = np.mgrid[0:height, 0:width]
     img = np.empty((height, width, 3), dtype=np.uint8)
     img[..., 0] = (x * 255 // max(width - 1, 1) + 7 * t) % 256
@@ -47,6 +48,8 @@ def frame_image(index: int, width: int, height: int, pattern: str = "moving") ->
     x0 = (3 * t) % max(width - side, 1)
     y0 = (2 * t) % max(height - side, 1)
     img[y0 : y0 + side, x0 : x0 + side] = (255, 255, 255)
+    if pattern == "flicker":
+        img = np.clip(img.astype(np.int16) + (2 if index % 2 else -2), 0, 255).astype(np.uint8)
     return img
 
 
@@ -121,6 +124,7 @@ def make_video(
     audio_tracks: int = 1,
     sar: Fraction | None = None,
     color_range: int | None = None,
+    colors: tuple[int, int, int] | None = None,
 ) -> Path:
     """Write a small test clip and return its path.
 
@@ -130,7 +134,7 @@ def make_video(
     ``rotation`` writes a display matrix (counter-clockwise degrees, as ``VideoFrame.rotation`` reads
     it); ``audio_first`` makes audio stream 0 and video stream 1; ``subtitles`` adds a text subtitle
     track (mov_text in MP4/MOV, subrip elsewhere); ``audio_tracks`` adds further sine tracks at other
-    pitches; ``sar`` sets the sample aspect ratio.
+    pitches; ``sar`` sets the sample aspect ratio; ``colors`` the (colorspace, primaries, transfer) tags.
     """
     path = Path(path)
     width, height = size
@@ -142,20 +146,14 @@ def make_video(
         audio_streams = []
         if audio and audio_first:
             audio_streams = [_add_audio(out, audio, audio_rate, audio_layout) for _ in range(audio_tracks)]
-        video = out.add_stream(codec, rate=fps)
-        video.width, video.height = width, height
-        video.pix_fmt = pix_fmt
-        # a fine time base so VFR pts and 30000/1001 are exact
-        video.codec_context.time_base = Fraction(1, 90000) if vfr else 1 / fps
-        video.time_base = video.codec_context.time_base
-        if codec in ("libx264", "libx265"):
-            video.options = {"preset": "ultrafast"}
-        if codec.startswith("libx264"):
-            video.options["bf"] = "0" if vfr else "2"
+        video = _add_video(out, codec, fps, size, pix_fmt, vfr)
+        ctx = video.codec_context
         if sar is not None:
-            video.codec_context.sample_aspect_ratio = sar
+            ctx.sample_aspect_ratio = sar
         if color_range is not None:
-            video.codec_context.color_range = color_range
+            ctx.color_range = color_range
+        if colors is not None:
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc = colors
         if rotation:
             video.set_display_rotation(rotation)
         if audio and not audio_first:
@@ -171,32 +169,52 @@ def make_video(
         pts_list = _vfr_pts(frames, fps, tb) if vfr else list(range(frames))
         duration = float(frames / fps) if not vfr else float((pts_list[-1] + 1 / fps / tb) * tb) if frames else 0.0
 
-        # interleave: write audio up to each video frame's time, as a real muxer input would look
-        audio_iters = [
-            _audio_frames(s, duration, freq=440.0 * (k + 1)) for k, s in enumerate(audio_streams)
-        ]
-        pending: list[av.AudioFrame | None] = [next(it, None) for it in audio_iters]
-
-        def write_audio_until(t: float) -> None:
-            for k, s in enumerate(audio_streams):
-                while pending[k] is not None and float(pending[k].pts / s.rate) <= t:
-                    out.mux(s.encode(pending[k]))
-                    pending[k] = next(audio_iters[k], None)
-
-        for i, pts in enumerate(pts_list):
-            frame = av.VideoFrame.from_ndarray(frame_image(i, width, height, pattern), format="rgb24")
-            frame = frame.reformat(format=pix_fmt)
-            frame.pts = pts
-            frame.time_base = tb
-            write_audio_until(float(pts * tb))
-            out.mux(video.encode(frame))
-        write_audio_until(float("inf"))
-        out.mux(video.encode(None))
-        for s in audio_streams:
-            out.mux(s.encode(None))
+        _write_interleaved(out, video, audio_streams, pts_list, duration, pattern)
         if sub is not None:
             _write_subtitles(out, sub, sub_codec, duration)
     return path
+
+
+def _add_video(out: av.container.OutputContainer, codec: str, fps: Fraction, size: tuple[int, int], pix_fmt: str,
+               vfr: bool) -> av.video.stream.VideoStream:
+    video = out.add_stream(codec, rate=fps)
+    video.width, video.height = size
+    video.pix_fmt = pix_fmt
+    # a fine time base so VFR pts and 30000/1001 are exact
+    video.codec_context.time_base = Fraction(1, 90000) if vfr else 1 / fps
+    video.time_base = video.codec_context.time_base
+    if codec in ("libx264", "libx265"):
+        video.options = {"preset": "ultrafast"}
+    if codec.startswith("libx264"):
+        video.options["bf"] = "0" if vfr else "2"
+    return video
+
+
+def _write_interleaved(out: av.container.OutputContainer, video: av.video.stream.VideoStream, audio_streams: list,
+                       pts_list: list[int], duration: float, pattern: str) -> None:
+    """Encode the frames at ``pts_list`` and a sine per audio stream, each audio frame written before the first
+    video frame after it (as a real muxer input would look), then flush every encoder."""
+    tb = video.codec_context.time_base
+    audio_iters = [_audio_frames(s, duration, freq=440.0 * (k + 1)) for k, s in enumerate(audio_streams)]
+    pending: list[av.AudioFrame | None] = [next(it, None) for it in audio_iters]
+
+    def write_audio_until(t: float) -> None:
+        for k, s in enumerate(audio_streams):
+            while pending[k] is not None and float(pending[k].pts / s.rate) <= t:
+                out.mux(s.encode(pending[k]))
+                pending[k] = next(audio_iters[k], None)
+
+    for i, pts in enumerate(pts_list):
+        frame = av.VideoFrame.from_ndarray(frame_image(i, video.width, video.height, pattern), format="rgb24")
+        frame = frame.reformat(format=video.pix_fmt)
+        frame.pts = pts
+        frame.time_base = tb
+        write_audio_until(float(pts * tb))
+        out.mux(video.encode(frame))
+    write_audio_until(float("inf"))
+    out.mux(video.encode(None))
+    for s in audio_streams:
+        out.mux(s.encode(None))
 
 
 def _write_subtitles(out: av.container.OutputContainer, stream: av.stream.Stream, codec: str, seconds: float) -> None:

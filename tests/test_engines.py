@@ -34,6 +34,15 @@ def frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return (big * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def assert_agree(out: np.ndarray, ref: np.ndarray) -> None:
+    """Two engines' uint8 frames agree: float rounding may move a value across a .5 boundary (one level, rarely),
+    but at least 99% of the values are equal and the mean difference is at most 0.05 levels (an offset of one
+    level everywhere, or a wrong input scale, fails)."""
+    assert out.shape == ref.shape
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.99 and diff.mean() <= 0.05, (diff.max(), diff.mean())
+
+
 # ---- ONNX Runtime engine ---------------------------------------------------------------------------------
 
 
@@ -57,8 +66,7 @@ def test_onnxruntime_agrees_with_torch(cache_dir, arch, shape):
     with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, threads=1) as engine:
         ref, out = ref_engine.infer(batch), engine.infer(batch)
     assert out.shape == batch.shape and out.dtype == np.uint8
-    # float rounding may move a pixel across a .5 boundary: at most one uint8 level apart
-    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert_agree(out, ref)
     assert not np.array_equal(out, batch)  # the generator did something
 
 
@@ -93,7 +101,7 @@ def test_onnxruntime_engine_pads_for_an_aligned_graph_and_keeps_a_general_one_wo
             ref = ref_engine.infer(batch).astype(int)
             for engine in (aligned, from_file):
                 out = engine.infer(batch)
-                assert out.shape == batch.shape and np.abs(out.astype(int) - ref).max() <= 1
+                assert_agree(out, ref)
         # one session specialised per input shape (and thread count and worker slot), a few kept
         assert len(aligned._shaped) == 3 and list(aligned._shaped)[-1] == ((1, 3, 24, 32), 1, 0)
 
@@ -110,9 +118,10 @@ def test_onnxruntime_runs_frames_side_by_side_on_several_threads(cache_dir):
         out = two.infer(batch)
         # five frames on two single-threaded worker sessions, in order
         assert {key[1:] for key in two._shaped} == {(1, 0), (1, 1)}
-        assert out.shape == batch.shape and np.abs(out.astype(int) - ref).max() <= 1
+        assert_agree(out, ref)
         single = two.infer(batch[2:3])  # one frame: one session with both threads
-        assert ((1, 3, 24, 32), 2, 0) in two._shaped and np.abs(single.astype(int) - ref[2:3]).max() <= 1
+        assert ((1, 3, 24, 32), 2, 0) in two._shaped
+        assert_agree(single, ref[2:3])
 
 
 def test_onnxruntime_runs_big_frames_one_after_the_other(cache_dir, monkeypatch):
@@ -126,7 +135,7 @@ def test_onnxruntime_runs_big_frames_one_after_the_other(cache_dir, monkeypatch)
     with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, threads=2) as two:
         out = two.infer(batch)
         assert list(two._shaped) == [((1, 3, 24, 32), 2, 0)]  # every frame on the one 2-thread session
-        assert np.abs(out.astype(int) - ref_engine.infer(batch).astype(int)).max() <= 1
+        assert_agree(out, ref_engine.infer(batch))
 
 
 def test_default_threads():

@@ -102,11 +102,27 @@ def test_rotation_and_sample_aspect_ratio_kept(tmp_path: Path, tiny_engine) -> N
         assert (frame.width, frame.height) == (64, 48)  # stored as coded, the player rotates
 
 
+def _color_tags(path: Path) -> tuple[int, int, int, int]:
+    with av.open(str(path)) as c:
+        f = next(c.decode(video=0))
+        return f.color_range, f.colorspace, f.color_primaries, f.color_trc
+
+
 def test_full_color_range_and_bt709_tags_kept(tmp_path: Path, tiny_engine) -> None:
     src = make_video(tmp_path / "jpeg.mp4", frames=4, audio=None, color_range=2)
     out = _convert(src, tmp_path / "out.mp4", tiny_engine).output
     with av.open(str(out)) as c:
         assert next(c.decode(video=0)).color_range == 2
+
+
+def test_every_color_tag_kept(tmp_path: Path, tiny_engine) -> None:
+    # range, matrix, primaries and transfer each read back; distinct values, so a swapped copy shows too
+    # (full range; BT.709 matrix; BT.2020 primaries; sRGB transfer)
+    tags = (2, 1, 9, 13)
+    src = make_video(tmp_path / "tagged.mp4", frames=4, audio=None, color_range=tags[0], colors=tags[1:])
+    assert _color_tags(src) == tags  # the input states them
+    out = _convert(src, tmp_path / "out.mp4", tiny_engine).output
+    assert _color_tags(out) == tags
 
 
 @pytest.mark.parametrize("size", [(63, 47), (65, 48)])
