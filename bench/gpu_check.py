@@ -152,19 +152,27 @@ def cli(*argv: str) -> int:
         return int(exc.code or 0)
 
 
-def run(c: Check, dry: bool) -> None:
-    import torch
+class _Steps:
+    """The steps of :func:`run`, sharing what the machine is and the clips they make."""
 
-    cuda = torch.cuda.is_available() and not dry
-    dev = "cuda" if cuda else "cpu"
-    clips_spec = CPU_CLIPS if dry else GPU_CLIPS
-    work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/gpu_check_work"))
-    work.mkdir(parents=True, exist_ok=True)
-    clips: dict[str, Path] = {}
+    def __init__(self, c: Check, dry: bool) -> None:
+        import torch
 
-    def env() -> None:
+        self.c, self.dry = c, dry
+        self.cuda = torch.cuda.is_available() and not dry
+        self.dev = "cuda" if self.cuda else "cpu"
+        self.clips_spec = CPU_CLIPS if dry else GPU_CLIPS
+        self.work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/gpu_check_work"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.clips: dict[str, Path] = {}
+
+    def env(self) -> None:
+        import torch
+
         import vidtoon
         from vidtoon.engines import choose_engine
+
+        c, cuda, dry = self.c, self.cuda, self.dry
 
         name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
         c.figures["machine"] = (f"{name}; torch {torch.__version__} (CUDA {torch.version.cuda}); PyAV {av.__version__}; "
@@ -178,7 +186,8 @@ def run(c: Check, dry: bool) -> None:
         installed = not Path(vidtoon.__file__).resolve().is_relative_to(REPO)
         c.record("vidtoon is the installed copy", installed, vidtoon.__file__)
 
-    def pytest_gpu() -> None:
+    def pytest_gpu(self) -> None:
+        c, dry = self.c, self.dry
         timeout = c.left(70, keep=100)  # leaves time for the steps after it
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-x",
                                str(REPO / "tests")], cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -187,12 +196,14 @@ def run(c: Check, dry: bool) -> None:
         c.figures["pytest"] = last
         c.record("pytest -m gpu", proc.returncode == 0 and ("passed" in last or dry), last)
 
-    def make_clips() -> None:
+    def make_clips(self) -> None:
+        c, work, clips, clips_spec = self.c, self.work, self.clips, self.clips_spec
         for label, w, h, n in clips_spec:
             clips[label] = make_clip(work / f"in-{label}.mp4", h, w, n / 25, audio=True)
         c.record("clips", True, ", ".join(f"{k} {len(pts_of(p))} frames" for k, p in clips.items()))
 
-    def converts() -> None:
+    def converts(self) -> None:
+        c, dev, work, clips = self.c, self.dev, self.work, self.clips
         engine_args = [("torch", ["--engine", "torch", "--device", dev]), ("auto", ["--engine", "auto"])]
         for label in ("720p", "1080p"):
             src = clips[label]
@@ -204,9 +215,11 @@ def run(c: Check, dry: bool) -> None:
                 c.record(f"convert {label} --engine {name}", code == 0 and same_pts and same_audio,
                          f"exit {code}, frames+pts identical: {same_pts}, audio packets identical: {same_audio}")
 
-    def compare() -> None:
+    def compare(self) -> None:
         from vidtoon.engines.torch_engine import TorchEngine
         from vidtoon.models import load_generator
+
+        c, dev, clips = self.c, self.dev, self.clips
 
         cpu = TorchEngine(load_generator("default", "cpu"), device="cpu")
         # the GPU engine as convert runs it (fp16, submit); in the dry run the CPU in fp16 stands in
@@ -223,11 +236,16 @@ def run(c: Check, dry: bool) -> None:
         cpu.close()
         fast.close()
 
-    def timing() -> None:
+    def timing(self) -> None:
+        import torch
+
         from vidtoon.engines.base import Engine
         from vidtoon.engines.torch_engine import TorchEngine
         from vidtoon.models import load_generator
         from vidtoon.pipeline import convert
+
+        c, cuda, dev, dry, work, clips = self.c, self.cuda, self.dev, self.dry, self.work, self.clips
+        clips_spec = self.clips_spec
 
         class PassThrough(Engine):
             """decode + encode alone; claims the engine's device so the encoder gets the same threads."""
@@ -264,8 +282,11 @@ def run(c: Check, dry: bool) -> None:
                  f"{t['ratio']:.2f}x" + (" (CPU dry run: not a goal here)" if dry else ""))
         engine.close()
 
-    def train() -> None:
+    def train(self) -> None:
         import cv2
+        import torch
+
+        c, dev, dry, work = self.c, self.dev, self.dry, self.work
 
         rng = np.random.default_rng(0)
         photos, cartoons = work / "photos", work / "cartoons"
@@ -307,14 +328,18 @@ def run(c: Check, dry: bool) -> None:
                  f"exit {proc.returncode}, step {ckpt['step']} (want {total}), AMP scaler + CUDA RNG saved: {amp}, "
                  f"{speeds[-1] if speeds else float('nan'):.1f} it/s, {time.time() - t0:.0f} s")
 
-    c.step("env", env, 5)
-    c.step("pytest", pytest_gpu, 20)
-    c.step("clips", make_clips, 10)
-    if clips:
-        c.step("convert", converts, 15)
-        c.step("psnr", compare, 10)
-        c.step("timing", timing, 20)
-    c.step("train", train, 25)
+
+def run(c: Check, dry: bool) -> None:
+    """Run every step (each skipped when the deadline is too near for it)."""
+    steps = _Steps(c, dry)
+    c.step("env", steps.env, 5)
+    c.step("pytest", steps.pytest_gpu, 20)
+    c.step("clips", steps.make_clips, 10)
+    if steps.clips:
+        c.step("convert", steps.converts, 15)
+        c.step("psnr", steps.compare, 10)
+        c.step("timing", steps.timing, 20)
+    c.step("train", steps.train, 25)
 
 
 def main() -> None:

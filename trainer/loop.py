@@ -165,6 +165,138 @@ def train(opts: TrainOptions, resume: str | Path | None = None, stop_at: int | N
             dist.destroy_process_group()
 
 
+@dataclass
+class _Nets:
+    """The networks of a run, their optimizers and loss scaler; ``g_train``/``d_train`` are what the steps
+    call (the DistributedDataParallel wrappers when several processes train)."""
+
+    G: nn.Module
+    D: nn.Module
+    ema: EMA
+    feats: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    g_train: nn.Module
+    d_train: nn.Module
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """fp16 autocast when mixed precision is on (the scaler's switch), else nothing."""
+        return torch.autocast("cuda", dtype=torch.float16) if self.scaler.is_enabled() else contextlib.nullcontext()
+
+
+def _build_nets(opts: TrainOptions, device: torch.device) -> _Nets:
+    G = build_generator(opts.arch, **opts.g_config).to(device)
+    D = PatchDiscriminator(opts.d_width, opts.d_spectral).to(device)
+    ema = EMA(G, opts.ema_decay)
+    feats = content_network(opts.content_net, opts.content_weights).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=opts.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr, betas=opts.betas)
+    scaler = grad_scaler(device, opts.amp and device.type == "cuda")
+    return _Nets(G, D, ema, feats, opt_g, opt_d, scaler, G, D)
+
+
+def _restore(nets: _Nets, ckpt: dict, opts: TrainOptions, rng: np.random.Generator, rank: int,
+             device: torch.device) -> int:
+    """Put a checkpoint's weights, optimizer, scaler and random state back; returns its step."""
+    nets.G.load_state_dict(ckpt["params"]); nets.D.load_state_dict(ckpt["params_d"])
+    nets.ema.module.load_state_dict(ckpt["params_ema"])
+    nets.opt_g.load_state_dict(ckpt["optimizer_g"]); nets.opt_d.load_state_dict(ckpt["optimizer_d"])
+    restore_scaler(nets.scaler, ckpt.get("scaler"))
+    if rank == 0:
+        restore_rng(ckpt["rng"], rng, device)
+    else:
+        reseed_rank(rng, opts.seed, rank, ckpt["step"])
+    return ckpt["step"]
+
+
+def _run_folder(opts: TrainOptions, run: Path | None, rank: int, distributed: bool) -> Path:
+    """The run folder (a new numbered one unless resuming), the same on every rank, with options.json."""
+    if run is None:
+        run = new_run_dir(opts.out, opts.arch) if rank == 0 else None
+        if distributed:  # every rank returns (and may resume) the same run folder
+            shared = [str(run) if run is not None else None]
+            dist.broadcast_object_list(shared, src=0)
+            run = Path(shared[0])
+    assert run is not None
+    if rank == 0:
+        (run / "options.json").write_text(opts.to_json())
+    return run
+
+
+def _g_step(opts: TrainOptions, nets: _Nets, photo: torch.Tensor, target: torch.Tensor, lines: torch.Tensor,
+            init: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One generator update with D frozen; returns G(photo) and [loss_g, l_adv, l_con, l_surf, l_flat]."""
+    nets.D.requires_grad_(False)
+    with nets.autocast():
+        if opts.arch == "toon" and opts.target == "toon":  # the toon generator on its own target: colour and outlines apart
+            fake, before_ink, ink = nets.g_train(photo, parts=True)
+            l_surf = toon_loss(before_ink, ink, target, lines)
+        else:
+            fake = nets.g_train(photo)
+            l_surf = surface_loss(fake, target, lines, opts.line_boost)
+        l_con = content_loss(nets.feats, fake, photo)
+        l_flat = flatness_loss(fake, photo)
+        l_adv = torch.zeros((), device=photo.device) if init else gan_loss(nets.d_train(fake), True, opts.gan_loss)
+        loss_g = opts.adv_weight * l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
+    nets.opt_g.zero_grad(set_to_none=True)
+    nets.scaler.scale(loss_g).backward()
+    nets.scaler.step(nets.opt_g)
+    nets.ema.update(nets.G)
+    return fake, [loss_g, l_adv, l_con, l_surf, l_flat]
+
+
+def _d_step(opts: TrainOptions, nets: _Nets, data: Data, fake: torch.Tensor,
+            device: torch.device) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """One discriminator update: cartoons real; edge-smoothed cartoons and G(p) fake. Returns its loss and
+    the mean logits on the three."""
+    nets.D.requires_grad_(True)
+    cartoon_np, smooth_np = data.cartoons.sample(opts.batch)
+    with nets.autocast():
+        d_real = nets.d_train(to_tensor(cartoon_np, device))
+        d_edge = nets.d_train(to_tensor(smooth_np, device))
+        d_fake = nets.d_train(fake.detach())
+        loss_d = d_loss(d_real, d_edge, d_fake, opts.gan_loss)
+    nets.opt_d.zero_grad(set_to_none=True)
+    nets.scaler.scale(loss_d).backward()
+    nets.scaler.step(nets.opt_d)
+    return loss_d, (d_real.mean().item(), d_edge.mean().item(), d_fake.mean().item())
+
+
+def _train_step(opts: TrainOptions, nets: _Nets, data: Data, device: torch.device, step: int) -> dict:
+    """Train step ``step`` (G, then D after the init phase); returns its row of the loss log."""
+    init = step < opts.init_steps
+    lr = _lr(opts, step)
+    for o in (nets.opt_g, nets.opt_d):
+        for group in o.param_groups:
+            group["lr"] = lr
+    photo_np, target_np, lines_np = data.photos.sample(opts.batch)
+    photo, target = to_tensor(photo_np, device), to_tensor(target_np, device)
+    lines = to_tensor(lines_np[..., :1], device).add(1.0).mul(0.5)
+    fake, g_losses = _g_step(opts, nets, photo, target, lines, init)
+    loss_d, d_means = torch.zeros(()), (float("nan"),) * 3
+    if not init:
+        loss_d, d_means = _d_step(opts, nets, data, fake, device)
+    nets.scaler.update()
+    loss_g, l_adv, l_con, l_surf, l_flat = (t.item() for t in g_losses)
+    losses = [loss_g, l_adv, l_con, l_surf, loss_d.item(), l_flat]
+    if not all(np.isfinite(losses)):
+        raise VidtoonError(f"training diverged at step {step + 1} (a loss is not finite: {losses})")
+    return {"step": step + 1, "phase": "init" if init else "adv", "lr": lr, "loss_g": losses[0],
+            "loss_adv": losses[1], "loss_con": losses[2], "loss_surf": losses[3], "loss_d": losses[4],
+            "loss_flat": losses[5], "d_real": d_means[0], "d_edge": d_means[1], "d_fake": d_means[2]}
+
+
+def _checkpoint(run: Path, opts: TrainOptions, nets: _Nets, step: int, rng: np.random.Generator,
+                device: torch.device) -> None:
+    save_checkpoint(run / "checkpoints" / "latest.pt", arch=opts.arch, config=dict(nets.G.config),
+                    params=nets.G.state_dict(), params_ema=nets.ema.module.state_dict(), params_d=nets.D.state_dict(),
+                    config_d=dict(nets.D.config), optimizer_g=nets.opt_g.state_dict(),
+                    optimizer_d=nets.opt_d.state_dict(), step=step, rng=rng_state(rng, device),
+                    scaler=nets.scaler.state_dict(), options=opts.to_json())
+    plot_losses(run / "losses.csv", run / "losses.png")
+
+
 def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Path | None, rank: int,
            distributed: bool, stop_at: int | None, progress: Callable[[int, int, dict], None] | None,
            log: Callable[[str], None]) -> Path:
@@ -175,112 +307,28 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
     torch.manual_seed(opts.seed + rank)
     world = dist.get_world_size() if distributed else 1
     data = prepare_data(opts, rng, log, part=(rank, world))
-
-    if run is None:
-        run = new_run_dir(opts.out, opts.arch) if rank == 0 else None
-        if distributed:  # every rank returns (and may resume) the same run folder
-            shared = [str(run) if run is not None else None]
-            dist.broadcast_object_list(shared, src=0)
-            run = Path(shared[0])
-    assert run is not None
-    if rank == 0:
-        (run / "options.json").write_text(opts.to_json())
-
-    G = build_generator(opts.arch, **opts.g_config).to(device)
-    D = PatchDiscriminator(opts.d_width, opts.d_spectral).to(device)
-    ema = EMA(G, opts.ema_decay)
-    feats = content_network(opts.content_net, opts.content_weights).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=opts.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr, betas=opts.betas)
-    use_amp = opts.amp and device.type == "cuda"
-    scaler = grad_scaler(device, use_amp)
+    run = _run_folder(opts, run, rank, distributed)
+    nets = _build_nets(opts, device)
     step = 0
     if ckpt is None and opts.init_from:
-        _init_from(opts.init_from, G, D, ema, log)
+        _init_from(opts.init_from, nets.G, nets.D, nets.ema, log)
     if ckpt is not None:
-        G.load_state_dict(ckpt["params"]); D.load_state_dict(ckpt["params_d"])
-        ema.module.load_state_dict(ckpt["params_ema"])
-        opt_g.load_state_dict(ckpt["optimizer_g"]); opt_d.load_state_dict(ckpt["optimizer_d"])
-        restore_scaler(scaler, ckpt.get("scaler"))
-        step = ckpt["step"]
-        if rank == 0:
-            restore_rng(ckpt["rng"], rng, device)
-        else:
-            reseed_rank(rng, opts.seed, rank, step)
+        step = _restore(nets, ckpt, opts, rng, rank, device)
         log(f"resumed {run} at step {step}")
-    ema.module.to(device)
-    g_train, d_train = G, D
+    nets.ema.module.to(device)
     if distributed:
         ids = [device.index] if device.type == "cuda" else None
-        g_train = nn.parallel.DistributedDataParallel(G, device_ids=ids)
-        d_train = nn.parallel.DistributedDataParallel(D, device_ids=ids)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+        nets.g_train = nn.parallel.DistributedDataParallel(nets.G, device_ids=ids)
+        nets.d_train = nn.parallel.DistributedDataParallel(nets.D, device_ids=ids)
     losslog = LossLog(run / "losses.csv", resume_step=step) if rank == 0 else None
-    split_loss = opts.arch == "toon" and opts.target == "toon"
     total = opts.init_steps + opts.steps
     end = total if stop_at is None else min(total, stop_at)
 
-    def checkpoint() -> None:
-        if rank != 0:
-            return
-        save_checkpoint(run / "checkpoints" / "latest.pt", arch=opts.arch, config=dict(G.config),
-                        params=G.state_dict(), params_ema=ema.module.state_dict(), params_d=D.state_dict(),
-                        config_d=dict(D.config), optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(),
-                        step=step, rng=rng_state(rng, device), scaler=scaler.state_dict(), options=opts.to_json())
-        plot_losses(run / "losses.csv", run / "losses.png")
-
     t0, last_t, last_step = time.time(), time.time(), step
-    row: dict = {}
     try:
         while step < end:
-            init = step < opts.init_steps
-            lr = _lr(opts, step)
-            for o in (opt_g, opt_d):
-                for group in o.param_groups:
-                    group["lr"] = lr
-            photo_np, target_np, lines_np = data.photos.sample(opts.batch)
-            photo, target = to_tensor(photo_np, device), to_tensor(target_np, device)
-            lines = to_tensor(lines_np[..., :1], device).add(1.0).mul(0.5)
-            # --- G step, D frozen ---
-            D.requires_grad_(False)
-            with autocast():
-                if split_loss:  # the toon generator on its own target: colour and outlines apart
-                    fake, before_ink, ink = g_train(photo, parts=True)
-                    l_surf = toon_loss(before_ink, ink, target, lines)
-                else:
-                    fake = g_train(photo)
-                    l_surf = surface_loss(fake, target, lines, opts.line_boost)
-                l_con = content_loss(feats, fake, photo)
-                l_flat = flatness_loss(fake, photo)
-                l_adv = torch.zeros((), device=device) if init else gan_loss(d_train(fake), True, opts.gan_loss)
-                loss_g = opts.adv_weight * l_adv + opts.content_weight * l_con + opts.surface_weight * l_surf + opts.flat_weight * l_flat
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-            scaler.step(opt_g)
-            ema.update(G)
-            # --- D step: cartoons real; edge-smoothed cartoons and G(p) fake ---
-            loss_d = torch.zeros(())
-            d_means = (float("nan"),) * 3
-            if not init:
-                D.requires_grad_(True)
-                cartoon_np, smooth_np = data.cartoons.sample(opts.batch)
-                with autocast():
-                    d_real = d_train(to_tensor(cartoon_np, device))
-                    d_edge = d_train(to_tensor(smooth_np, device))
-                    d_fake = d_train(fake.detach())
-                    loss_d = d_loss(d_real, d_edge, d_fake, opts.gan_loss)
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(loss_d).backward()
-                scaler.step(opt_d)
-                d_means = (d_real.mean().item(), d_edge.mean().item(), d_fake.mean().item())
-            scaler.update()
-            step += 1
-            losses = [loss_g.item(), l_adv.item(), l_con.item(), l_surf.item(), loss_d.item(), l_flat.item()]
-            if not all(np.isfinite(losses)):
-                raise VidtoonError(f"training diverged at step {step} (a loss is not finite: {losses})")
-            row = {"step": step, "phase": "init" if init else "adv", "lr": lr, "loss_g": losses[0],
-                   "loss_adv": losses[1], "loss_con": losses[2], "loss_surf": losses[3], "loss_d": losses[4], "loss_flat": losses[5],
-                   "d_real": d_means[0], "d_edge": d_means[1], "d_fake": d_means[2]}
+            row = _train_step(opts, nets, data, device, step)
+            step = row["step"]
             if step % opts.log_every == 0 or step == end:
                 now = time.time()
                 row.update(it_per_s=(step - last_step) / max(now - last_t, 1e-9), elapsed_s=now - t0)
@@ -290,11 +338,12 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
             if progress and rank == 0:
                 progress(step, total, row)
             if rank == 0 and (step % opts.sample_every == 0 or step == end):
-                write_grid(run / "results" / f"step_{step:06d}.png", ema.module, data.sample_inputs, device)
-            if step % opts.checkpoint_every == 0 or step == end:
-                checkpoint()
+                write_grid(run / "results" / f"step_{step:06d}.png", nets.ema.module, data.sample_inputs, device)
+            if rank == 0 and (step % opts.checkpoint_every == 0 or step == end):
+                _checkpoint(run, opts, nets, step, rng, device)
     except KeyboardInterrupt:
-        checkpoint()  # Ctrl-C saves first, so --resume continues from here
+        if rank == 0:  # Ctrl-C saves first, so --resume continues from here
+            _checkpoint(run, opts, nets, step, rng, device)
         log(f"interrupted: saved step {step} in {run} (resume with --resume {run})")
         raise
     if distributed:

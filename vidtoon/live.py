@@ -14,7 +14,6 @@ real speed whatever rate the engine achieved.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import write_image
 from vidtoon.live_io import FpsMeter, LatestFrame, Recorder, display_problem, open_source, processing_size
 
 WINDOW = "vidtoon live"
@@ -200,15 +200,9 @@ class LiveSession:
 
     def snapshot(self, frame: np.ndarray, toon: np.ndarray) -> Path:
         """Write what the window shows (without the FPS text) as a PNG in ``save_dir``."""
-        import cv2
-
         path = self.options.save_dir / f"vidtoon-snapshot-{self._stamp()}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part.png")
-        if not cv2.imwrite(str(tmp), self._view(frame, toon)):
-            tmp.unlink(missing_ok=True)
-            raise VidtoonError(f"cannot write snapshot {path}")
-        os.replace(tmp, path)
+        write_image(path, self._view(frame, toon))
         self.stats.snapshots.append(path)
         return path
 
@@ -223,6 +217,35 @@ class LiveSession:
             self.recorder = Recorder(self.options.save_dir / f"vidtoon-record-{self._stamp()}.mp4", self.stats.size)
 
     def run(self) -> LiveStats:
+        """Run until quit, ``frames``, the end of the source or Ctrl-C; returns what the session achieved."""
+        import cv2
+
+        cap, first, finite = self._open()
+        threads = [
+            threading.Thread(target=self._capture, args=(cap, first, finite, self.stats.source_fps),
+                             name="vidtoon-capture", daemon=True),
+            threading.Thread(target=self._work, name="vidtoon-worker", daemon=True),
+        ]
+        t0 = time.monotonic()
+        ok = False
+        try:
+            if self.stats.windowed:
+                cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+            for t in threads:
+                t.start()
+            self._loop()
+            ok = True
+        except KeyboardInterrupt:
+            # Ctrl-C is how a headless session is stopped: finish normally, the caller decides the exit code
+            self.stats.ended = "interrupted"
+            ok = True
+        finally:
+            self.stats.seconds = time.monotonic() - t0
+            self._shut_down(cap, threads, ok)
+        return self.stats
+
+    def _open(self) -> tuple[Any, np.ndarray, bool]:
+        """Open the source, decide on the window, start the ``record`` recording: (capture, first frame, finite)."""
         import cv2
 
         opts = self.options
@@ -234,101 +257,101 @@ class LiveSession:
         windowed = opts.window
         if windowed is None or windowed:
             problem = display_problem()
-            if problem is not None:
-                if windowed:
-                    cap.release()
-                    raise VidtoonError(f"{problem} (use --no-window to run headless)")
-                windowed = False
-            else:
-                windowed = True
+            if problem is not None and windowed:
+                cap.release()
+                raise VidtoonError(f"{problem} (use --no-window to run headless)")
+            windowed = problem is None
         self.stats.windowed = windowed
         if opts.record is not None:
             self.recorder = Recorder(opts.record, self.stats.size)
+        return cap, first, finite
 
-        threads = [
-            threading.Thread(target=self._capture, args=(cap, first, finite, self.stats.source_fps),
-                             name="vidtoon-capture", daemon=True),
-            threading.Thread(target=self._work, name="vidtoon-worker", daemon=True),
-        ]
-        t0 = time.monotonic()
-        last_status = t0
-        ok = False
-        try:
-            if windowed:
-                cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-            for t in threads:
-                t.start()
-            while True:
+    def _loop(self) -> None:
+        """The calling thread's part: show and record each stylized frame, read keys, until the session ends."""
+        last_status = time.monotonic()
+        while True:
+            if self.errors:
+                raise self.errors[0]
+            try:
+                frame, toon, t_cap = self.results.get(timeout=0.01 if self.stats.windowed else 0.1)
+            except queue.Empty:
+                frame = toon = None
+            if frame is not None:
+                last_status = self._show(frame, toon, t_cap, last_status)
+                if self.options.frames is not None and self.stats.frames >= self.options.frames:
+                    self.stats.ended = "frames"
+                    return
+            if self.stats.windowed and self._keys(frame, toon):
+                return
+            if frame is not None:
+                self._last = (frame, toon)
+            if self.worker_done.is_set() and self.results.empty():
                 if self.errors:
                     raise self.errors[0]
-                try:
-                    frame, toon, t_cap = self.results.get(timeout=0.01 if windowed else 0.1)
-                except queue.Empty:
-                    frame = None
-                if frame is not None:
-                    now = time.monotonic()
-                    self.stats.frames += 1
-                    self.meter.tick(now)
-                    if self.recorder is not None:
-                        self.recorder.write(toon, t_cap)
-                    if windowed:
-                        view = self._display_scale(self._view(frame, toon))
-                        cv2.imshow(WINDOW, self._draw_fps(view) if opts.show_fps else view)
-                    if self.on_status is not None and now - last_status >= 0.5:
-                        self.on_status(self.stats, self.meter.fps)
-                        last_status = now
-                    if opts.frames is not None and self.stats.frames >= opts.frames:
-                        self.stats.ended = "frames"
-                        break
-                if windowed:
-                    key = cv2.waitKey(1) & 0xFF
-                    if key in (ord("q"), 27):
-                        self.stats.ended = "quit"
-                        break
-                    if key == ord("v"):
-                        self.side_by_side = not self.side_by_side
-                    elif key == ord("s") and (frame is not None or self._last is not None):
-                        self.snapshot(*((frame, toon) if frame is not None else self._last))
-                    elif key == ord("r"):
-                        self.toggle_recording()
-                    if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:  # closed with the mouse
-                        self.stats.ended = "quit"
-                        break
-                if frame is not None:
-                    self._last = (frame, toon)
-                if self.worker_done.is_set() and self.results.empty():
-                    if self.errors:
-                        raise self.errors[0]
-                    self.stats.ended = "end of source"
-                    break
-            ok = True
-        except KeyboardInterrupt:
-            # Ctrl-C is how a headless session is stopped: finish normally, the caller decides the exit code
-            self.stats.ended = "interrupted"
-            ok = True
-        finally:
-            self.stats.seconds = time.monotonic() - t0
-            self.stop.set()
-            self.latest.close()
-            for t in threads:
-                if t.is_alive():
-                    t.join(timeout=5)
-            cap.release()
-            if windowed:
-                cv2.destroyAllWindows()
-                cv2.waitKey(1)
-            if self.recorder is not None:
-                # a recording is complete up to the moment we stopped, even on Ctrl-C: finish it properly
-                try:
-                    done = self.recorder.close()
-                    if done is not None:
-                        self.stats.recordings.append(done)
-                except Exception:
-                    self.recorder.abort()
-                    if ok:
-                        raise
-                self.recorder = None
-        return self.stats
+                self.stats.ended = "end of source"
+                return
+
+    def _show(self, frame: np.ndarray, toon: np.ndarray, t_cap: float, last_status: float) -> float:
+        """Count, record and show one stylized frame; returns when the status was last reported."""
+        import cv2
+
+        now = time.monotonic()
+        self.stats.frames += 1
+        self.meter.tick(now)
+        if self.recorder is not None:
+            self.recorder.write(toon, t_cap)
+        if self.stats.windowed:
+            view = self._display_scale(self._view(frame, toon))
+            cv2.imshow(WINDOW, self._draw_fps(view) if self.options.show_fps else view)
+        if self.on_status is not None and now - last_status >= 0.5:
+            self.on_status(self.stats, self.meter.fps)
+            return now
+        return last_status
+
+    def _keys(self, frame: np.ndarray | None, toon: np.ndarray | None) -> bool:
+        """Act on a key of the window (q/Esc quit, v view, s snapshot, r record); True when the user quit."""
+        import cv2
+
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.stats.ended = "quit"
+            return True
+        if key == ord("v"):
+            self.side_by_side = not self.side_by_side
+        elif key == ord("s") and (frame is not None or self._last is not None):
+            self.snapshot(*((frame, toon) if frame is not None else self._last))
+        elif key == ord("r"):
+            self.toggle_recording()
+        if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:  # closed with the mouse
+            self.stats.ended = "quit"
+            return True
+        return False
+
+    def _shut_down(self, cap: Any, threads: list[threading.Thread], ok: bool) -> None:
+        """Stop the threads, release the source and the window, finish a recording (raising its error only
+        when the session itself ended well)."""
+        import cv2
+
+        self.stop.set()
+        self.latest.close()
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout=5)
+        cap.release()
+        if self.stats.windowed:
+            cv2.destroyAllWindows()
+            cv2.waitKey(1)
+        if self.recorder is not None:
+            # a recording is complete up to the moment we stopped, even on Ctrl-C: finish it properly
+            try:
+                done = self.recorder.close()
+                if done is not None:
+                    self.stats.recordings.append(done)
+            except Exception:
+                self.recorder.abort()
+                if ok:
+                    raise
+            self.recorder = None
 
     _last: tuple[np.ndarray, np.ndarray] | None = None
 
