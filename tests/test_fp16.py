@@ -9,7 +9,6 @@ Checked on the CPU, where PyTorch runs the same fp16 arithmetic (slowly). Tolera
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

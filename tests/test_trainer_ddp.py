@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from test_trainer import TINY_G, _write_images

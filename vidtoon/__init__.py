@@ -31,11 +31,13 @@ def load_generator(model: str = "default", device: str = "cpu", strength: float 
     return _load(model, device, strength, outline)
 
 
-def convert(input: str, output: str | None = None, **options: Any) -> Any:
-    """Convert one video file to a cartoon video; options are those of ``vidtoon convert``.
+def convert(input: str, output: str | None = None, options: Any = None, **fields: Any) -> Any:
+    """Convert one video file to a cartoon video; the options are those of ``vidtoon convert``: a
+    :class:`vidtoon.options.ConvertOptions` and/or its fields as keywords (``crf=20``), plus ``engine``,
+    ``progress`` and ``generator`` (see :func:`vidtoon.pipeline.convert`).
 
-    Returns a :class:`vidtoon.pipeline.ConvertResult` with frame count, time and output path.
+    Returns a :class:`vidtoon.job.ConvertResult` with frame count, time and output path.
     """
     from vidtoon.pipeline import convert as _convert
 
-    return _convert(input, output, **options)
+    return _convert(input, output, options, **fields)

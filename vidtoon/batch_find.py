@@ -56,7 +56,7 @@ def probe_file(path: Path) -> Probe:
     """
     import av
 
-    from vidtoon.video.reader import open_container
+    from vidtoon.video.reader import count_frames, open_container, video_streams
 
     looks_like_video = path.suffix.lower() in VIDEO_EXTS
     try:
@@ -69,17 +69,12 @@ def probe_file(path: Path) -> Probe:
         names = container.format.name.split(",")
         if any(n in _NOT_VIDEO_FORMATS or n.endswith("_pipe") for n in names):
             return Probe("other", "a still image")
-        videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+        videos = video_streams(container)
         if not videos:
             if looks_like_video:
                 return Probe("broken", "no video stream")
             return Probe("other", "no video stream")
-        v = videos[0]
-        frames = v.frames or None
-        if frames is None and v.duration and v.time_base and (v.average_rate or v.guessed_rate):
-            frames = int(round(float(v.duration * v.time_base) * float(v.average_rate or v.guessed_rate)))
-        elif frames is None and container.duration and (v.average_rate or v.guessed_rate):
-            frames = int(round(container.duration / 1e6 * float(v.average_rate or v.guessed_rate)))
+        frames = count_frames(videos[0], container)
 
         def codec(s: Any) -> str:
             return s.codec_context.codec.canonical_name if s.codec_context is not None else s.type

@@ -36,12 +36,9 @@ class VideoInfo:
     """What the pipeline needs to know about an input, read before any work starts."""
 
     path: Path
-    format: str  # demuxer name
     video_index: int  # index of the video stream that is converted
-    codec: str  # video codec name
     width: int
     height: int
-    pix_fmt: str
     time_base: Fraction  # of the video stream: output pts use it unchanged
     rate: Fraction | None  # average frame rate (None when unknown)
     frames: int | None  # frame count, or an estimate from duration x rate, None when unknown
@@ -49,7 +46,6 @@ class VideoInfo:
     video_duration: float | None  # seconds, only when the file states it for the video stream itself
     start_pts: int  # first pts of the video stream (in time_base); --start/--end count from it
     display_matrix: tuple[int, ...] | None  # 9 int32 of FFmpeg's display matrix (rotation, flips)
-    rotation: int  # counter-clockwise degrees read from that matrix
     sample_aspect_ratio: Fraction | None
     colorspace: int  # AVColorSpace
     color_range: int  # AVColorRange
@@ -104,9 +100,28 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VidtoonError(f"{path.name} is not a readable video ({exc.strerror or exc})") from None
 
 
+def video_streams(container: av.container.InputContainer) -> list[av.video.stream.VideoStream]:
+    """The video streams that are moving pictures: without cover art (``attached_pic``, as audio files have)."""
+    return [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+
+
+def count_frames(v: av.video.stream.VideoStream, container: av.container.InputContainer) -> int | None:
+    """The frame count of ``v``: as stated, else its duration (or the file's) x its frame rate; None if unknown."""
+    rate = v.average_rate or v.guessed_rate
+    duration = _video_duration(v) or (container.duration / 1e6 if container.duration else None)
+    return v.frames or (int(round(duration * rate)) if duration and rate else None)
+
+
+def _video_duration(v: av.video.stream.VideoStream) -> float | None:
+    """Seconds the video stream itself states: its duration, or Matroska's per-stream ``DURATION`` tag."""
+    if v.duration:
+        return float(v.duration * (v.time_base or Fraction(1, 90000)))
+    return _duration_tag(v.metadata.get("DURATION"))
+
+
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     """The stream to convert: the first video stream that is not a cover picture."""
-    streams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    streams = video_streams(container)
     if not streams:
         raise VidtoonError(f"{path.name} has no video stream (is it an audio file?)")
     return streams[0]
@@ -183,27 +198,22 @@ def probe(path: str | Path) -> VideoInfo:
             raise VidtoonError(f"{path.name} has no video frames")
         tb = v.time_base or Fraction(1, 90000)
         rate = v.average_rate or v.guessed_rate or None
-        video_duration = float(v.duration * tb) if v.duration else _duration_tag(v.metadata.get("DURATION"))
+        video_duration = _video_duration(v)
         duration = video_duration or (c.duration / 1e6 if c.duration else None)
-        frames_est = v.frames or (int(round(duration * rate)) if duration and rate else None)
         matrix = _display_matrix(first)
         sar = v.sample_aspect_ratio
         return VideoInfo(
             path=path,
-            format=c.format.name,
             video_index=v.index,
-            codec=v.codec_context.codec.canonical_name,
             width=first.width,
             height=first.height,
-            pix_fmt=first.format.name,
             time_base=tb,
             rate=Fraction(rate) if rate else None,
-            frames=frames_est,
+            frames=count_frames(v, c),
             duration=duration,
             video_duration=video_duration,
             start_pts=int(v.start_time or 0),
             display_matrix=matrix,
-            rotation=int(first.rotation) if matrix is not None else 0,
             sample_aspect_ratio=sar if sar and sar.numerator > 0 else None,
             colorspace=int(first.colorspace),
             color_range=int(first.color_range),
