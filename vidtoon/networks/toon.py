@@ -151,6 +151,40 @@ class ToonGenerator(LookControls, nn.Module):
         bent = knee + room * torch.tanh((a - knee) / room)
         return torch.where(a > knee, torch.sign(t) * bent, t)
 
+    def _ink(self, xp: torch.Tensor, out: torch.Tensor, size: tuple[int, int], prob: torch.Tensor | None,
+             ink_low: torch.Tensor | None, lum4: torch.Tensor) -> torch.Tensor:
+        """The outlines (0 = none .. 1 = black) of the padded frame ``xp`` whose abstraction is ``out``: strokes
+        of the learned edge map ``prob``, Canny lines, or the gradient of ``out`` (the config's ``lines``)."""
+        s, cfg = self.strength, self.config
+        up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
+        if prob is not None:
+            # strokes of the learned edge map (networks/strokes.py), their width scaled with the frame
+            scale = xp.new_ones(()) * (min(size[0], size[1]) / 360.0)
+            line = strokes(prob, scale, cfg["stroke_low"], cfg["stroke_high"])
+            ink = line.to(xp.dtype) * (s * self.outline)
+        elif cfg.get("lines", "gradient") == "canny":
+            # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
+            # float32: whether a pixel is a line is a threshold test, and in fp16 magnitudes near a
+            # threshold come out on the other side (whole line pixels differing from the fp32 result)
+            # (weights from the constant, not the luma buffer: that is rounded to fp16 when the network is)
+            xf = xp.float()
+            gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            bias = None if ink_low is None else up(ink_low).float()
+            line = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"], bias)
+            if cfg.get("texture_lines", 0.0):
+                # lighter lines in texture (grass, foliage, water): no cartoon traces them, although the
+                # held-out judge does not mind them (removing them entirely cost it ~4 KID; MODEL_CARD.md)
+                line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
+            ink = line.to(xp.dtype) * (s * self.outline)
+        else:
+            # outlines where the abstracted luminance changes: region borders, not texture
+            gray = F.pad((out * self.luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
+            grad = F.conv2d(gray, self.sobel).abs().sum(1, keepdim=True)
+            # no outlines in texture (grass, foliage, water): their edges point every way
+            ink_low = -self.texture_gain * texture(lum4) + (0.0 if ink_low is None else ink_low)
+            ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
+        return ink
+
     def forward(self, x: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The cartoon of ``x``; with ``parts`` (training) also the image before the ink and the ink."""
         s = self.strength
@@ -205,32 +239,7 @@ class ToonGenerator(LookControls, nn.Module):
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
         lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
-        if prob is not None:
-            # strokes of the learned edge map (networks/strokes.py), their width scaled with the frame
-            scale = xp.new_ones(()) * (min(size[0], size[1]) / 360.0)
-            line = strokes(prob, scale, cfg["stroke_low"], cfg["stroke_high"])
-            ink = line.to(xp.dtype) * (s * self.outline)
-        elif cfg.get("lines", "gradient") == "canny":
-            # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
-            # float32: whether a pixel is a line is a threshold test, and in fp16 magnitudes near a
-            # threshold come out on the other side (whole line pixels differing from the fp32 result)
-            # (weights from the constant, not the luma buffer: that is rounded to fp16 when the network is)
-            xf = xp.float()
-            gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            bias = None if ink_low is None else up(ink_low).float()
-            line = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"], bias)
-            if cfg.get("texture_lines", 0.0):
-                # lighter lines in texture (grass, foliage, water): no cartoon traces them, although the
-                # held-out judge does not mind them (removing them entirely cost it ~4 KID; MODEL_CARD.md)
-                line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
-            ink = line.to(xp.dtype) * (s * self.outline)
-        else:
-            # outlines where the abstracted luminance changes: region borders, not texture
-            gray = F.pad((out * self.luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
-            grad = F.conv2d(gray, self.sobel).abs().sum(1, keepdim=True)
-            # no outlines in texture (grass, foliage, water): their edges point every way
-            ink_low = -self.texture_gain * texture(lum4) + (0.0 if ink_low is None else ink_low)
-            ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
+        ink = self._ink(xp, out, size, prob, ink_low, lum4)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
         y = (out + 1.0) * (1.0 - ink) - 1.0
         if not self.training:
