@@ -1,7 +1,8 @@
 """ONNX Runtime engine: the fastest way to run the generators on a CPU (CUDA provider when present).
 
 The generator is exported once to ONNX (fp32 on the CPU, fp16 on CUDA) and cached in the user cache folder,
-keyed by its weights hash (:func:`vidtoon.engines.onnx_export.cached_onnx`); a path to an ``.onnx`` file made by
+keyed by its weights hash (:func:`vidtoon.engines.onnx_export.cached_onnx`); the look controls are inputs of that
+graph, fed on every run, so one export serves every ``--strength``/``--outline``. A path to an ``.onnx`` file made by
 ``vidtoon export`` works too.
 
 Session tuning, for a video pipeline where decoding and encoding run beside inference:
@@ -99,15 +100,19 @@ class OnnxRuntimeEngine(Engine):
         self.fp16 = cuda if fp16 is None else fp16
         #: the size multiple the generator pads to (8 for the fast one, 4 for the paper one; 8 when unknown)
         self.multiple = 8
+        #: the look controls fed to a graph that takes them as inputs (a module's own values; a file: the defaults)
+        self.controls: dict[str, np.ndarray] = {}
         if isinstance(generator, (str, Path)):
             self.onnx_path = Path(generator)
         else:
             pad = getattr(generator, "pad", None)
             self.multiple = getattr(pad, "multiple", 8)
-            from vidtoon.engines.onnx_export import cached_onnx
+            from vidtoon.engines.onnx_export import cached_onnx, control_feed, has_controls
 
             announce = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
             self.onnx_path = cached_onnx(generator, fp16=self.fp16, log=announce, aligned=True)
+            if has_controls(generator):
+                self.controls = control_feed(generator.strength, generator.outline)
         if threads is None:
             threads = default_threads(reserve=0)
         self.threads = threads
@@ -132,6 +137,9 @@ class OnnxRuntimeEngine(Engine):
             self.multiple = int(aligned)
         inp = self.session.get_inputs()[0]
         self._input = inp.name
+        from vidtoon.engines.onnx_export import input_names
+
+        self.controls = {k: v for k, v in self.controls.items() if k in input_names(self.session)}
         self._dims = list(inp.shape)
         self._dtype = np.float16 if "float16" in inp.type else np.float32
         #: sessions specialised to one input shape, thread count and worker slot, most recent last
@@ -213,7 +221,7 @@ class OnnxRuntimeEngine(Engine):
         x = frames.transpose(0, 3, 1, 2).astype(np.float32)
         np.divide(x, 127.5, out=x)
         x -= 1.0
-        y = session_for(x.shape).run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
+        y = session_for(x.shape).run(None, {self._input: x.astype(self._dtype, copy=False), **self.controls})[0]
         y = y.astype(np.float32, copy=False)[:, :, :h, :w]
         # float NCHW in [-1, 1] -> uint8 NHWC: round((y + 1) * 127.5), saturated; OpenCV does the scale,
         # rounding (to nearest even, as np.rint) and saturation per plane and interleaves the planes, in

@@ -135,7 +135,8 @@ class TensorRTEngine(Engine):
         else:
             from vidtoon.engines.onnx_export import cached_onnx
 
-            self.onnx_path = cached_onnx(generator, fp16=fp16, cache_dir=cache_dir, log=self.log)
+            # the controls baked in: TensorRT's ONNX parser takes initializers (the graph's control defaults) as weights
+            self.onnx_path = cached_onnx(generator, fp16=fp16, cache_dir=cache_dir, log=self.log, controls=False)
         self._onnx_hash = file_sha256(self.onnx_path)
         self.gpu_name = torch.cuda.get_device_name(self._device)
         self.device = f"{self._device} ({self.gpu_name})"

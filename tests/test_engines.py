@@ -85,6 +85,26 @@ def test_onnxruntime_engine_takes_an_onnx_file_and_caches(cache_dir):
             from_net.infer(batch.astype(np.float32))
 
 
+@pytest.mark.parametrize("arch", ["toon", "fast-full"])
+def test_onnxruntime_one_export_serves_every_strength_and_outline(cache_dir, arch):
+    """Issue 20: every new --strength/--outline value exported the model again (35-50 s on a CPU)."""
+    pytest.importorskip("onnxruntime")
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vidtoon.networks import apply_controls
+
+    batch = frames(1, 24, 40)
+    paths = set()
+    folder = cache_dir / "onnx"
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    for strength, outline in [(1.0, 1.0), (0.6, 1.0), (0.7, 1.8)]:
+        net = apply_controls(tiny(arch), strength, outline)
+        with TorchEngine(net) as ref_engine, OnnxRuntimeEngine(net, threads=1) as engine:
+            paths.add(engine.onnx_path)
+            ref = ref_engine.infer(batch).astype(int)
+            assert np.abs(engine.infer(batch).astype(int) - ref).max() <= 1  # each run at its own controls
+    assert len(paths) == 1 and len(set(folder.iterdir()) - before) <= 1  # one export (or none: already cached)
+
+
 def test_onnxruntime_engine_pads_for_an_aligned_graph_and_keeps_a_general_one_working(cache_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     from vidtoon.engines.onnx_export import export_onnx

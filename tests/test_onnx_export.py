@@ -1,6 +1,7 @@
 """ONNX export: dynamic axes, odd sizes, fp32/fp16 tolerances, caching, and `vidtoon export`."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,44 @@ def test_cache_reuses_and_keys_by_weights(tmp_path, monkeypatch):
     assert cached_onnx(other, cache_dir=tmp_path) != first
     assert cached_onnx(net, fp16=True, cache_dir=tmp_path) not in calls[:2]
     assert len(calls) == 3 and len(set(calls)) == 3
+
+
+def test_controls_are_inputs_with_defaults_and_checked(tmp_path, monkeypatch):
+    net = tiny("toon")
+    checked: list[tuple[float, float]] = []
+    real_set = type(net).set_controls
+
+    def spy(self, strength=1.0, outline=1.0):
+        checked.append((strength, outline))
+        return real_set(self, strength, outline)
+
+    monkeypatch.setattr(type(net), "set_controls", spy)
+    export_onnx(net, tmp_path / "c.onnx")
+    assert set(checked) == set(onnx_export.VERIFY_CONTROLS)  # the check runs the graph at several controls
+    session = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"])
+    assert onnx_export.input_names(session) == {"input", "strength", "outline"}
+    x = (torch.rand(1, 3, 30, 41) * 2 - 1)
+    default = session.run(None, {"input": x.numpy()})[0]
+    lighter = session.run(None, {"input": x.numpy(), **onnx_export.control_feed(0.4, 1.0)})[0]
+    with torch.inference_mode():
+        assert np.abs(default - net.set_controls(1.0, 1.0)(x).numpy()).max() <= FP32_ATOL
+        assert np.abs(lighter - net.set_controls(0.4, 1.0)(x).numpy()).max() <= FP32_ATOL
+    assert np.abs(default - lighter).max() > 0.05
+    # baked in (TensorRT): no control inputs, the net's own values
+    export_onnx(net.set_controls(0.4, 1.0), tmp_path / "b.onnx", controls=False)
+    baked = ort.InferenceSession(str(tmp_path / "b.onnx"), providers=["CPUExecutionProvider"])
+    assert onnx_export.input_names(baked) == {"input"}
+    assert np.abs(baked.run(None, {"input": x.numpy()})[0] - lighter).max() <= FP32_ATOL
+
+
+def test_cached_export_says_when_it_starts_and_how_long_it_took(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda net, path, **o: path.parent.mkdir(parents=True) or path.write_bytes(b"x"))
+    lines: list[str] = []
+    cached_onnx(tiny("fast"), cache_dir=tmp_path, log=lines.append)
+    assert len(lines) == 2 and lines[0].startswith("Exporting the model to ONNX (fp32)")
+    assert re.fullmatch(r"Exported the model to ONNX \(fp32\) in \d+ s .*", lines[1])
+    cached_onnx(tiny("fast"), cache_dir=tmp_path, log=lines.append)
+    assert len(lines) == 2  # found in the cache: nothing to say
 
 
 def _vidtoon(*args: str, cwd: Path, capsys, monkeypatch) -> tuple[int, str, str]:

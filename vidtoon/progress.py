@@ -10,6 +10,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     Task,
     TextColumn,
     TimeElapsedColumn,
@@ -70,6 +71,20 @@ def progress_bar(label: str, quiet: bool = False, console: Console | None = None
     finally:
         if bar is not None:
             bar.stop()
+
+
+@contextmanager
+def activity(label: str, quiet: bool = False, console: Console | None = None) -> Iterator[None]:
+    """A spinner with the time spent, on stderr, while the block runs (a long step without a count: an
+    export, a build). Nothing when ``quiet`` or not on a terminal; removed when the block ends."""
+    console = console or Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as spinner:
+        spinner.add_task(label, total=None)
+        yield
 
 
 def format_size(n: int) -> str:

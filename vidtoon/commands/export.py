@@ -83,7 +83,7 @@ def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int
     click.echo(f"Building a TensorRT engine for {width}x{height}, batch up to {batch}; this takes a few minutes", err=True)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "generator.onnx"
-        export_onnx(net, onnx_path, fp16=fp16)  # type: ignore[arg-type]
+        export_onnx(net, onnx_path, fp16=fp16, controls=False)  # type: ignore[arg-type]
         plan = build_plan(onnx_path, profile_shapes(height, width, batch))
     try:
         write_bytes(out, plan)

@@ -5,8 +5,9 @@ from __future__ import annotations
 class LookControls:
     """``strength`` (0 = the photo .. 1 = the full look) and ``outline`` (ink multiplier, 0 .. 2).
 
-    Plain attributes, not weights: they stay out of the state dict, so checkpoints do not change, and they
-    are baked into an export as constants (:attr:`controls` keys the export caches).
+    Plain attributes, not weights: they stay out of the state dict, so checkpoints do not change. An ONNX
+    export makes them graph inputs (vidtoon.engines.onnx_export sets them to tensors while tracing), or bakes
+    them in as constants for TensorRT (then :attr:`controls` keys the export cache).
     """
 
     strength: float = 1.0

@@ -209,7 +209,9 @@ class FastGenerator(LookControls, nn.Module):
         else:
             flat = F.interpolate(low, scale_factor=4.0, mode="bilinear", align_corners=False)
         s = self.strength
-        if s != 1.0 or self.outline != 1.0:  # a Python branch: the default graph stays exactly as trained
+        # a Python branch: the default graph stays exactly as trained (an export with the controls as inputs
+        # traces them as tensors, and takes the branch)
+        if isinstance(s, torch.Tensor) or s != 1.0 or self.outline != 1.0:
             gate, corr = 1.0 - s * (1.0 - gate), s * corr
             ink = (ink * (s * self.outline)).clamp(max=1.0)
         y = flat + gate * (xp - flat) + corr
