@@ -142,11 +142,14 @@ class ToonGenerator(LookControls, nn.Module):
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
 
     @staticmethod
-    def _soft_clip(t: torch.Tensor, knee: float) -> torch.Tensor:
+    def _soft_clip(t: torch.Tensor, knee: float | torch.Tensor) -> torch.Tensor:
         """Values above ``knee`` (< 1) bent smoothly towards 1 (and below -knee towards -1)."""
-        if knee >= 1.0:
+        if not isinstance(knee, torch.Tensor) and knee >= 1.0:
             return t
         room = 1.0 - knee
+        if isinstance(room, torch.Tensor):
+            # the knee follows a strength traced as a graph input (ONNX export): strength 0 puts it at 1
+            room = room.clamp(min=1e-6)
         a = t.abs()
         bent = knee + room * torch.tanh((a - knee) / room)
         return torch.where(a > knee, torch.sign(t) * bent, t)
