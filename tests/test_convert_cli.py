@@ -19,7 +19,8 @@ from vidtoon import __version__
 from vidtoon.progress import format_size, progress_bar
 from clirun import run_cli as run
 
-SUMMARY = re.compile(r"^Wrote (.+): (\d+) frames in [\d.]+ s \([\d.]+ fps\), [\d.]+ (B|KiB|MiB|GiB)$")
+SUMMARY = re.compile(r"^Wrote (.+): (\d+) frames in [\d.]+ s \([\d.]+ fps\), [\d.]+ (B|KiB|MiB|GiB); "
+                     r"started in [\d.]+ s$")
 
 
 

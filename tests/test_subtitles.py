@@ -76,7 +76,7 @@ def test_text_subtitles_become_mov_text_in_mp4(tmp_path: Path, clip: Path, tiny_
     italic, _, bold = _decoded(result.output)
     assert rb"{\i1}" in italic and rb"{\b1}" in bold
     lost = [w for w in result.warnings if "subtitle" in w]
-    assert lost == ([f"subtitle track 2: a .mp4 file cannot hold ass subtitles, converted to mov_text "
+    assert lost == ([f"subtitle track 1 of 1: a .mp4 file cannot hold ass subtitles, converted to mov_text "
                      f"(ASS positioning and effects are lost)"] if codec == "ass" else [])
     assert leftovers(tmp_path) == []
 
@@ -112,7 +112,7 @@ def test_bitmap_subtitles_dropped_for_mp4_kept_in_mkv(tmp_path: Path, clip: Path
     result = convert(src, tmp_path / "out.mp4", engine=tiny_engine)
     with av.open(str(result.output)) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
-    assert ("subtitle track 2 dropped: a .mp4 file cannot hold dvd_subtitle subtitles "
+    assert ("subtitle track 1 of 1 dropped: a .mp4 file cannot hold dvd_subtitle subtitles "
             "(use a .mkv output to keep it)") in result.warnings
     kept = convert(src, tmp_path / "out.mkv", engine=tiny_engine).output
     assert _codec(kept) == "dvd_subtitle" and packets(kept, 2) == packets(src, 2)

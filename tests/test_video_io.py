@@ -172,6 +172,37 @@ def test_webm_vorbis_default_output_is_mkv_with_audio_copied(tmp_path: Path, tin
     assert packets(result.output, 1) == packets(src, 1)
 
 
+@pytest.mark.parametrize("codec", [None, "libvpx-vp9"])
+def test_aac_into_webm_becomes_opus_and_the_codec_follows_the_container(tmp_path: Path, tiny_engine,
+                                                                         codec: str | None) -> None:
+    """Issue 20: the audio fallback was always AAC (WebM refused it: 'unexpected internal error'), and without
+    --codec a .webm output was refused (libx264 for every container)."""
+    src = make_video(tmp_path / "in.mp4", frames=12, audio="aac", audio_rate=44100)
+    result = _convert(src, tmp_path / "out.webm", tiny_engine, codec=codec)
+    assert _stream_facts(result.output) == [("video", "vp9"), ("audio", "opus")]
+    with av.open(str(result.output)) as c:
+        assert (c.streams.audio[0].rate, c.streams.audio[0].channels) == (48000, 2)  # Opus has no 44.1 kHz
+    assert abs(_audio_duration(result.output) - _audio_duration(src)) <= 0.05
+    assert "audio track 1 of 1: a .webm file cannot hold aac audio, re-encoded to Opus (48000 Hz, stereo)" \
+        in result.warnings
+
+
+def test_webm_audio_falls_back_to_vorbis_without_opus(monkeypatch) -> None:
+    from vidtoon.video import containers
+
+    real = av.Codec
+
+    def no_opus(name: str, mode: str = "r"):  # type: ignore[no-untyped-def]
+        if "opus" in name:
+            raise av.codec.codec.UnknownCodecError(name)
+        return real(name, mode)
+
+    monkeypatch.setattr(av, "Codec", no_opus)
+    encoder = containers.audio_encoder("webm")
+    assert encoder.label == "Vorbis" and encoder.name in ("libvorbis", "vorbis")
+    assert containers.audio_encoder("mp4").name == "aac" and containers.audio_encoder("mkv").name == "aac"
+
+
 def test_audio_first_stream_order(tmp_path: Path, tiny_engine) -> None:
     src = make_video(tmp_path / "af.mp4", frames=20, audio_first=True)
     assert _stream_facts(src)[0][0] == "audio"

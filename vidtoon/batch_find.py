@@ -93,17 +93,17 @@ def _matches(rel: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(text, p) or fnmatch.fnmatch(rel.name, p) for p in patterns)
 
 
-def output_for(rel: Path, probe: Probe, output_dir: Path, codec: str, audio: bool) -> Path:
+def output_for(rel: Path, probe: Probe, output_dir: Path, codec: str | None, audio: bool) -> Path:
     """Where the result of ``rel`` goes: the same relative folder and name, with the container the
     single-file ``convert`` would pick for it (MP4 unless a kept stream needs Matroska/WebM)."""
-    from vidtoon.video.containers import default_container, extension_of
+    from vidtoon.video.containers import DEFAULT_VIDEO_ENCODER, default_container, extension_of
 
-    container = default_container(rel, codec, probe.audio if audio else [], probe.subtitles)
+    container = default_container(rel, codec or DEFAULT_VIDEO_ENCODER, probe.audio if audio else [], probe.subtitles)
     return output_dir / rel.parent / (rel.stem + extension_of(container))
 
 
 def find_videos(input_dir: str | Path, output_dir: str | Path, *, recursive: bool = False,
-                include: Sequence[str] = (), exclude: Sequence[str] = (), codec: str = "libx264",
+                include: Sequence[str] = (), exclude: Sequence[str] = (), codec: str | None = None,
                 audio: bool = True, on_probe: Callable[[Path], None] | None = None) -> tuple[list[BatchItem], list[tuple[Path, str]]]:
     """Find the videos under ``input_dir``; returns (items to convert, [(ignored file, why)]).
 

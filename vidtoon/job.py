@@ -32,6 +32,9 @@ class ConvertResult:
     size_bytes: int
     decode_errors: int
     warnings: list[str]
+    #: seconds from the call to the first frame's conversion: loading the model and starting the engine (an
+    #: ONNX export on the first run of a model); not part of ``seconds``
+    startup_seconds: float = 0.0
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     cut: bool = False  # --start or --end given
     compare: CompareLayout | None = None  # --compare: how the original and the cartoon share a frame
+    encoder: str = containers.DEFAULT_VIDEO_ENCODER  # the video encoder: --codec, or the container's own
 
     @property
     def out_size(self) -> tuple[int, int]:
@@ -115,11 +119,13 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     if dst is None:
         kept_audio = [a.codec for a in info.audio if not a.problem] if opts.audio else []
         kept_subtitles = [s.codec for s in info.subtitles if not s.problem]
-        container = containers.default_container(src, opts.codec, kept_audio, kept_subtitles)
+        container = containers.default_container(src, opts.codec or containers.DEFAULT_VIDEO_ENCODER, kept_audio,
+                                                 kept_subtitles)
         dst = default_output(src, container, opts.compare)
     else:
         container = containers.container_for(dst)
-    containers.check_video_fits(container, opts.codec)
+    encoder = opts.codec or containers.default_video_encoder(container)  # no --codec: the container's own
+    containers.check_video_fits(container, encoder)
     if _same_file(src, dst):
         raise VidtoonError(f"output {dst} is the input file (choose another name)")
     if dst.exists() and not opts.overwrite:
@@ -130,10 +136,10 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     size = scaled_size(info.width, info.height, opts.max_side, even=True)
     compare = layout_for(*size, info.display_matrix, info.sample_aspect_ratio) if opts.compare else None
     out_w, out_h = compare.size(*size) if compare is not None else size
-    pix_fmt = choose_pix_fmt(opts.codec, out_w, out_h)
-    enc_opts = encoder_options(opts.codec, opts.crf, opts.preset)
-    check_encoder(opts.codec, out_w, out_h, pix_fmt, enc_opts)
+    pix_fmt = choose_pix_fmt(encoder, out_w, out_h)
+    enc_opts = encoder_options(encoder, opts.crf, opts.preset)
+    check_encoder(encoder, out_w, out_h, pix_fmt, enc_opts)
     if pix_fmt != "yuv420p":
         warnings.append(f"{out_w}x{out_h} is an odd size: encoded as {pix_fmt} to keep every pixel")
     cut = opts.start is not None or opts.end is not None
-    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut, compare)
+    return Job(info, dst, container, plans, size, pix_fmt, enc_opts, warnings, cut, compare, encoder)

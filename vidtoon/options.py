@@ -33,8 +33,9 @@ class ConvertOptions:
     crf: int = 18
     # encoder speed/size trade-off, x264 names (mapped for NVENC, libvpx, SVT-AV1)
     preset: str = "veryfast"
-    # FFmpeg video encoder: libx264, libx265, h264_nvenc, libvpx-vp9, libsvtav1, ...
-    codec: str = "libx264"
+    # FFmpeg video encoder: libx264, libx265, h264_nvenc, libvpx-vp9, libsvtav1, ...; None follows the output's
+    # container (libvpx-vp9 for WebM, libx264 otherwise: vidtoon.video.containers.default_video_encoder)
+    codec: str | None = None
     # convert only from this time (seconds from the video's start) ...
     start: float | None = None
     # ... up to this time (exclusive); audio and subtitles are cut to match
@@ -72,7 +73,7 @@ class ConvertOptions:
             raise VidtoonError(f"--strength must be in [0, 1], got {self.strength}")
         if not 0.0 <= self.outline <= 2.0:
             raise VidtoonError(f"--outline must be in [0, 2], got {self.outline}")
-        if not self.codec:
+        if self.codec is not None and not self.codec:
             raise VidtoonError("--codec must name an encoder (e.g. libx264)")
         return self
 

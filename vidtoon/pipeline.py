@@ -133,8 +133,8 @@ class _Conversion:
         self.out = av.open(str(path), "w", format=muxer, options=job.mux_options())
         enc_opts = job.encoder_opts
         if _on_cpu(self.engine):  # inference keeps the cores busy: see encoder_options
-            enc_opts = encoder_options(opts.codec, opts.crf, opts.preset, busy_cpu=True)
-        self.writer = VideoWriter(self.out, job.info, job.out_size, opts.codec, job.pix_fmt, enc_opts)
+            enc_opts = encoder_options(job.encoder, opts.crf, opts.preset, busy_cpu=True)
+        self.writer = VideoWriter(self.out, job.info, job.out_size, job.encoder, job.pix_fmt, enc_opts)
         self.tracks = open_tracks(self.out, self.reader.container, job.plans)
 
     def _decode(self) -> None:
@@ -291,14 +291,16 @@ def convert(input: str | Path, output: str | Path | None = None, options: Conver
     None). Raises VidtoonError for anything the user can fix; the output file exists only if the conversion
     completed.
     """
+    called = time.perf_counter()
     if engine is not None:
         fields["engine"] = engine if isinstance(engine, str) else engine.name
     opts = (dataclasses.replace(options, **fields) if options is not None else ConvertOptions(**fields)).validate()
     job = prepare(input, output, opts)
     eng, owned = _make_engine(engine if isinstance(engine, Engine) else opts.engine, generator, opts)
+    startup = time.perf_counter() - called
     try:
         with _opencv_threads(1 if _on_cpu(eng) else None):
-            return _run(job, eng, opts, progress)
+            return dataclasses.replace(_run(job, eng, opts, progress), startup_seconds=startup)
     finally:
         if owned:
             eng.close()

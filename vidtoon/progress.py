@@ -97,6 +97,9 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-def summary_line(output: str, frames: int, seconds: float, fps: float, size_bytes: int) -> str:
-    """The line printed after a conversion: what was written, how many frames, how fast, how big."""
-    return f"Wrote {output}: {frames} frames in {seconds:.1f} s ({fps:.1f} fps), {format_size(size_bytes)}"
+def summary_line(output: str, frames: int, seconds: float, fps: float, size_bytes: int,
+                 startup: float | None = None) -> str:
+    """The line printed after a conversion: what was written, how many frames, how fast, how big, and how long
+    the start took (loading the model and its engine, an ONNX export on a model's first run)."""
+    start = "" if startup is None else f"; started in {startup:.1f} s"
+    return f"Wrote {output}: {frames} frames in {seconds:.1f} s ({fps:.1f} fps), {format_size(size_bytes)}{start}"

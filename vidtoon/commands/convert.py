@@ -58,8 +58,9 @@ class TimeParam(click.ParamType):
               help="Encoder quality (lower is better and bigger).")
 @click.option("--preset", type=click.Choice(PRESETS + NVENC_PRESETS), default=_D.preset, show_default=True,
               help="Encoder speed/size trade-off.")
-@click.option("--codec", default=_D.codec, show_default=True,
-              help="Video encoder: libx264, libx265, h264_nvenc, libvpx-vp9, libsvtav1, ...")
+@click.option("--codec", default=_D.codec,
+              help="Video encoder: libx264, libx265, h264_nvenc, libvpx-vp9, libsvtav1, ... (default: the output's "
+                   "own: libvpx-vp9 for .webm, as ffmpeg picks; libx264 for .mp4, .mkv, .mov).")
 @click.option("--start", type=TimeParam(), default=_D.start, help="Convert from this time (seconds or [h:]m:s).")
 @click.option("--end", type=TimeParam(), default=_D.end, help="Convert up to this time (exclusive).")
 @click.option("--no-audio", "no_audio", is_flag=True, help="Drop the audio tracks.")
@@ -77,8 +78,8 @@ def convert_cmd(input: str, output: str | None, no_audio: bool, quiet: bool, deb
     """Turn a video into a cartoon video.
 
     Timing (every frame's timestamp, variable frame rates), frame count, size, rotation, aspect ratio and
-    colors are kept; audio tracks are copied untouched (re-encoded to AAC only when the output container
-    cannot hold them). The output appears only when complete.
+    colors are kept; audio tracks are copied untouched (re-encoded to the container's own codec, AAC or
+    Opus for WebM, only when the output container cannot hold them). The output appears only when complete.
 
     \b
     Examples:
@@ -104,4 +105,5 @@ def convert_cmd(input: str, output: str | None, no_audio: bool, quiet: bool, deb
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     if not quiet:
-        click.echo(summary_line(str(result.output), result.frames, result.seconds, result.fps, result.size_bytes))
+        click.echo(summary_line(str(result.output), result.frames, result.seconds, result.fps, result.size_bytes,
+                                result.startup_seconds))

@@ -22,12 +22,16 @@ class ContainerSpec:
     muxer: str
     #: video codecs (canonical names) it holds
     video: frozenset[str]
-    #: audio codecs it holds untouched; anything else is re-encoded to AAC (or dropped where AAC cannot go)
+    #: audio codecs it holds untouched; anything else is re-encoded with one of ``audio_encoders``
     audio: frozenset[str]
     #: subtitle codecs it holds untouched
     subtitles: frozenset[str]
     #: the text subtitle codec other text subtitles are converted to (bitmap ones it cannot hold are dropped)
     text_subtitles: str
+    #: the audio encoders for tracks it cannot hold, best first: the first one this FFmpeg build has is used
+    audio_encoders: tuple[str, ...] = ("aac",)
+    #: the video encoder used when --codec is not given (as ffmpeg picks: VP9 for WebM, H.264 elsewhere)
+    video_encoder: str = "libx264"
 
 
 _PCM = frozenset({"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_u8", "pcm_s16be", "pcm_s24be"})
@@ -65,14 +69,61 @@ CONTAINERS: dict[str, ContainerSpec] = {
         audio=frozenset({"opus", "vorbis"}),
         subtitles=frozenset({"webvtt"}),
         text_subtitles="webvtt",
+        # Opus as ffmpeg picks for WebM; Vorbis where this FFmpeg has no Opus encoder (the native one last:
+        # FFmpeg marks it experimental)
+        audio_encoders=("libopus", "opus", "libvorbis", "vorbis"),
+        video_encoder="libvpx-vp9",
     ),
 }
 
 #: file extension -> key of CONTAINERS
 EXTENSIONS: dict[str, str] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "mkv", ".webm": "webm"}
 
-#: the audio codec used when a track must be re-encoded for its container
-FALLBACK_AUDIO = "aac"
+#: the video encoder when neither --codec nor an output extension says otherwise
+DEFAULT_VIDEO_ENCODER = "libx264"
+
+
+def default_video_encoder(container: str) -> str:
+    """The video encoder for ``container`` when --codec is not given (libvpx-vp9 for WebM, else libx264)."""
+    return CONTAINERS[container].video_encoder
+
+
+@dataclass(frozen=True)
+class AudioEncoder:
+    """The encoder a re-encoded audio track is written with in one container."""
+
+    #: FFmpeg encoder name ("aac", "libopus", ...)
+    name: str
+    #: the codec's display name, for warnings ("AAC", "Opus", "Vorbis")
+    label: str
+    #: FFmpeg flags it needs ({"strict": "experimental"} for an encoder FFmpeg marks experimental)
+    options: dict[str, str]
+
+    def rate_for(self, rate: int) -> int:
+        """The sample rate to encode a ``rate`` Hz track at: the same when the encoder takes it, else the next
+        higher rate it takes (Opus: 44100 -> 48000), else its highest."""
+        import av
+
+        rates = av.Codec(self.name, "w").audio_rates
+        if not rates or rate in rates:
+            return rate
+        return min((r for r in rates if r >= rate), default=max(rates))
+
+
+def audio_encoder(container: str) -> AudioEncoder:
+    """The encoder for audio tracks ``container`` cannot hold: its own codec (AAC for MP4/MOV/MKV, Opus for
+    WebM, or Vorbis where this FFmpeg build has no Opus encoder); raises VidtoonError when it has none."""
+    import av
+
+    for name in CONTAINERS[container].audio_encoders:
+        try:
+            codec = av.Codec(name, "w")
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            continue
+        label = {"aac": "AAC", "opus": "Opus", "vorbis": "Vorbis"}.get(codec.canonical_name, codec.canonical_name)
+        return AudioEncoder(name, label, {"strict": "experimental"} if codec.experimental else {})
+    raise VidtoonError(f"this FFmpeg build has no audio encoder for a .{container} file "
+                       f"({' or '.join(CONTAINERS[container].audio_encoders)}; use --no-audio or another output extension)")
 
 
 def container_for(path: str | Path) -> str:

@@ -1,9 +1,10 @@
-"""Audio and subtitle tracks: copied untouched, re-encoded to AAC where the container demands it, or dropped.
+"""Audio and subtitle tracks: copied untouched, re-encoded where the container demands it, or dropped.
 
 Every audio track of the input is kept, in input order. A track is copied packet for packet (bytes
 identical, timestamps only shifted by ``--start``) whenever the output container holds its codec (see
-:mod:`vidtoon.video.containers`); otherwise it is re-encoded to AAC at the same sample rate and channel
-layout (5.1 stays 5.1). Subtitles are copied where the container holds them; other text subtitles are
+:mod:`vidtoon.video.containers`); otherwise it is re-encoded to the container's own audio codec (AAC; Opus for
+WebM, Vorbis where Opus is missing) at the same sample rate where the codec allows it (Opus: 48 kHz) and the
+same channel layout (5.1 stays 5.1). Subtitles are copied where the container holds them; other text subtitles are
 converted to the container's text format (SubRip, ASS or WebVTT to mov_text for MP4/MOV, see
 :mod:`vidtoon.video.subtitles`) and bitmap subtitles it cannot hold (PGS, DVD) are dropped with a warning.
 A track whose header is damaged (0 channels, an unknown codec: see ``StreamInfo.problem``) is dropped with
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import av
 
-from vidtoon.video.containers import FALLBACK_AUDIO, audio_fits, subtitle_target
+from vidtoon.video.containers import AudioEncoder, audio_encoder, audio_fits, subtitle_target
 from vidtoon.video.reader import StreamInfo, VideoInfo
 from vidtoon.video.subtitles import TextSubtitleTrack
 
@@ -34,9 +35,19 @@ class TrackPlan:
     """What happens to one non-video input stream."""
 
     stream: StreamInfo
-    action: str  # "copy", "reencode" (audio to AAC, subtitles to ``codec``) or "drop"
+    action: str  # "copy", "reencode" (audio with ``encoder``, subtitles to ``codec``) or "drop"
     reason: str = ""  # why, for reencode/drop (shown as a warning)
     codec: str = ""  # the text format a re-encoded subtitle track is written in
+    name: str = ""  # the track as a user counts it, for messages: "audio track 1 of 2"
+    encoder: AudioEncoder | None = None  # the encoder of a re-encoded audio track
+
+
+def track_name(stream: StreamInfo, info: VideoInfo) -> str:
+    """``stream`` as a user counts tracks: "audio track 1 of 1", "subtitle track 2 of 3" (not its stream index,
+    which counts the video too)."""
+    same = info.audio if stream.type == "audio" else info.subtitles
+    position = next((i for i, s in enumerate(same, 1) if s.index == stream.index), 0)
+    return f"{stream.type} track {position} of {len(same)}"
 
 
 def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[TrackPlan], list[str]]:
@@ -44,30 +55,31 @@ def plan_tracks(info: VideoInfo, container: str, audio: bool) -> tuple[list[Trac
     plans: list[TrackPlan] = []
     warnings: list[str] = []
     for s in info.audio + info.subtitles:
+        name = track_name(s, info)
         target = subtitle_target(container, s.codec) if s.type == "subtitle" else None
         if s.type == "audio" and not audio:
-            plans.append(TrackPlan(s, "drop", "--no-audio"))
+            plans.append(TrackPlan(s, "drop", "--no-audio", name=name))
         elif s.problem:
-            plans.append(TrackPlan(s, "drop", s.problem))
-            warnings.append(f"{s.type} track {s.index} ({s.codec}) dropped: {s.problem}")
+            plans.append(TrackPlan(s, "drop", s.problem, name=name))
+            warnings.append(f"{name} ({s.codec}) dropped: {s.problem}")
         elif s.type == "audio" and audio_fits(container, s.codec):
-            plans.append(TrackPlan(s, "copy"))
+            plans.append(TrackPlan(s, "copy", name=name))
         elif s.type == "audio":
             why = f"a .{container} file cannot hold {s.codec} audio"
-            plans.append(TrackPlan(s, "reencode", why))
-            warnings.append(f"audio track {s.index}: {why}, re-encoded to AAC ({s.rate} Hz, {s.layout})")
+            encoder = audio_encoder(container)
+            plans.append(TrackPlan(s, "reencode", why, name=name, encoder=encoder))
+            warnings.append(f"{name}: {why}, re-encoded to {encoder.label} ({encoder.rate_for(s.rate)} Hz, {s.layout})")
         elif target == s.codec:
-            plans.append(TrackPlan(s, "copy"))
+            plans.append(TrackPlan(s, "copy", name=name))
         elif target is not None:
             why = f"a .{container} file cannot hold {s.codec} subtitles"
-            plans.append(TrackPlan(s, "reencode", why, codec=target))
+            plans.append(TrackPlan(s, "reencode", why, codec=target, name=name))
             if s.codec in ("ass", "ssa") and target != "ass":  # text and timing always survive, styling may not
-                warnings.append(f"subtitle track {s.index}: {why}, converted to {target} "
-                                f"(ASS positioning and effects are lost)")
+                warnings.append(f"{name}: {why}, converted to {target} (ASS positioning and effects are lost)")
         else:
             why = f"a .{container} file cannot hold {s.codec} subtitles"
-            plans.append(TrackPlan(s, "drop", why))
-            warnings.append(f"subtitle track {s.index} dropped: {why} (use a .mkv output to keep it)")
+            plans.append(TrackPlan(s, "drop", why, name=name))
+            warnings.append(f"{name} dropped: {why} (use a .mkv output to keep it)")
     return plans, warnings
 
 
@@ -78,10 +90,11 @@ class CopyTrack:
     ffmpeg does, because muxers refuse decreasing ones; :meth:`damage` reports how many were.
     """
 
-    def __init__(self, out: av.container.OutputContainer, source: av.stream.Stream) -> None:
+    def __init__(self, out: av.container.OutputContainer, source: av.stream.Stream, name: str = "") -> None:
         self.out = out
         self.index = source.index
         self.kind = source.type
+        self.name = name or f"{source.type} track"  # as messages name it: "audio track 1 of 2"
         self.stream = out.add_stream_from_template(source)
         self.last_dts: int | None = None  # in the input stream's time base
         self.retimed = 0
@@ -108,35 +121,40 @@ class CopyTrack:
         """A warning about the repairs this track needed, or ""."""
         if not self.retimed:
             return ""
-        return f"{self.kind} track {self.index} is damaged: {self.retimed} packets went back in time (moved forward)"
+        return f"{self.name} is damaged: {self.retimed} packets went back in time (moved forward)"
 
 
-class AacTrack:
-    """Decodes one input audio stream and re-encodes it to AAC at the same rate and channel layout.
+class AudioTrack:
+    """Decodes one input audio stream and re-encodes it with ``encoder`` (the container's own codec: AAC, or
+    Opus/Vorbis for WebM) at the same channel layout and the same rate where the codec takes it.
 
     Damaged input is skipped rather than fatal: packets the decoder refuses, and decoded frames whose
     format differs from the first one (the encoder cannot change mid-stream), are counted and left out;
     a frame whose timestamp jumps back before the end of the previous one is moved to follow it.
     """
 
-    def __init__(self, out: av.container.OutputContainer, source: av.audio.stream.AudioStream) -> None:
+    def __init__(self, out: av.container.OutputContainer, source: av.audio.stream.AudioStream,
+                 encoder: AudioEncoder | None = None, name: str = "") -> None:
         self.out = out
         self.source = source
         self.index = source.index
+        self.name = name or "audio track"
+        encoder = encoder or AudioEncoder("aac", "AAC", {})
         ctx = source.codec_context
         layout = ctx.layout.name
         if "channels" in layout:  # unordered layout: give the encoder the standard one for that count
             layout = _DEFAULT_LAYOUTS.get(ctx.layout.nb_channels, layout)
         # the encoder converts sample format and layout and re-frames to its frame size itself (PyAV
         # runs an AudioResampler inside encode()), carrying the decoded frames' timestamps through
-        self.stream = out.add_stream(FALLBACK_AUDIO, rate=ctx.sample_rate, layout=layout)
+        self.stream = out.add_stream(encoder.name, rate=encoder.rate_for(ctx.sample_rate), layout=layout,
+                                     options=dict(encoder.options))
         self.shape: tuple[str, int, int] | None = None  # (format, channels, rate) of the first decoded frame
         self.next_pts: int | None = None  # in samples: where the previous frame ended
         self.lost = 0
         self.retimed = 0
 
     def push(self, packet: av.Packet | None) -> None:
-        """Decode one input packet (None: drain the decoder) and mux the AAC packets it completes."""
+        """Decode one input packet (None: drain the decoder) and mux the encoded packets it completes."""
         try:
             frames = self.source.decode(packet)
         except av.error.EOFError:
@@ -178,21 +196,21 @@ class AacTrack:
         """A warning about the damage this track met, or ""."""
         parts = [f"{self.lost} packets or frames could not be decoded (left out)"] if self.lost else []
         parts += [f"{self.retimed} frames went back in time (moved forward)"] if self.retimed else []
-        return f"audio track {self.index} is damaged: {', '.join(parts)}" if parts else ""
+        return f"{self.name} is damaged: {', '.join(parts)}" if parts else ""
 
 
 def open_tracks(out: av.container.OutputContainer, source: av.container.InputContainer,
-                plans: list[TrackPlan]) -> dict[int, CopyTrack | AacTrack | TextSubtitleTrack]:
+                plans: list[TrackPlan]) -> dict[int, CopyTrack | AudioTrack | TextSubtitleTrack]:
     """Add the output streams for the kept tracks, in input order; returns input index -> track."""
-    tracks: dict[int, CopyTrack | AacTrack | TextSubtitleTrack] = {}
+    tracks: dict[int, CopyTrack | AudioTrack | TextSubtitleTrack] = {}
     for plan in sorted(plans, key=lambda p: p.stream.index):
         if plan.action == "drop":
             continue
         stream = source.streams[plan.stream.index]
         if plan.action == "copy":
-            tracks[plan.stream.index] = CopyTrack(out, stream)
+            tracks[plan.stream.index] = CopyTrack(out, stream, plan.name)
         elif plan.stream.type == "subtitle":
-            tracks[plan.stream.index] = TextSubtitleTrack(out, stream, plan.codec)
+            tracks[plan.stream.index] = TextSubtitleTrack(out, stream, plan.codec, plan.name)
         else:
-            tracks[plan.stream.index] = AacTrack(out, stream)
+            tracks[plan.stream.index] = AudioTrack(out, stream, plan.encoder, plan.name)
     return tracks

@@ -20,10 +20,11 @@ class TextSubtitleTrack:
     """Decodes one input text subtitle stream and re-encodes each cue as ``codec`` (mov_text, ass, webvtt)."""
 
     def __init__(self, out: av.container.OutputContainer, source: av.subtitles.stream.SubtitleStream,
-                 codec: str) -> None:
+                 codec: str, name: str = "") -> None:
         self.out = out
         self.source = source
         self.index = source.index
+        self.name = name or "subtitle track"  # as messages name it: "subtitle track 1 of 2"
         self.time_base = source.time_base or Fraction(1, 1000)
         self.lost = 0  # cues that could not be decoded or encoded (left out)
         self.retimed = 0  # cues whose time went back before the previous one's (moved forward)
@@ -72,7 +73,7 @@ class TextSubtitleTrack:
         """A warning about the cues this track lost or moved, or ""."""
         parts = [f"{self.lost} cues could not be converted and were left out"] if self.lost else []
         parts += [f"{self.retimed} cues went back in time (moved forward)"] if self.retimed else []
-        return f"subtitle track {self.index}: {', '.join(parts)}" if parts else ""
+        return f"{self.name}: {', '.join(parts)}" if parts else ""
 
     def _ms(self, milliseconds: int) -> int:
         """Milliseconds (AVSubtitle display times) in the stream's time base."""
