@@ -28,7 +28,8 @@ def temp_name(target: Path, suffix: str = "") -> Path:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    # Windows flushes only a handle open for writing; elsewhere reading is enough (and works for folders)
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
