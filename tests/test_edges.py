@@ -105,3 +105,16 @@ def test_train_edges_smoke_resumes_and_writes_a_model(tmp_path: Path, hed_h5: Pa
     assert net.config["lines"] == "student"
     trained = torch.load(run / "latest.pt", weights_only=False)["ema"]
     assert all(torch.equal(v, net.edges.state_dict()[k]) for k, v in trained.items())
+
+
+def test_tune_searches_the_look_of_a_model_with_learned_outlines() -> None:
+    from vidtoon.trainer import tune
+
+    base = student_generator(read_checkpoint(resolve_model_path("default"))).eval()
+    look = tune.edge_look(base)
+    assert set(look) == set(tune.EDGE_SPACE) and look["barrier"] == base.config["barrier"]
+    build = tune.edge_builder(base)
+    net = build({**look, "barrier": 0.0, "strokes": (0.35, 0.7), "sigma": 0.15})
+    assert net.config["barrier"] == 0.0 and net.config["stroke_high"] == 0.7
+    assert abs(float(net.log_sigma.exp()) - 0.15) < 1e-6 and base.config["barrier"] > 0  # base untouched
+    assert net.edges is not base.edges and torch.equal(net.edges.fine_out.bias, base.edges.fine_out.bias)

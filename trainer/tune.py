@@ -68,9 +68,50 @@ def build(look: Look) -> ToonGenerator:
     return net.eval()
 
 
-def judge_scorer(photos: list[np.ndarray], cartoons: list[np.ndarray]) -> Callable[[Look], dict[str, float]]:
+#: with ``--edges MODEL`` (a toon model whose outlines come from a learned edge network, ``vidtoon
+#: train-edges``) the search starts from that model's look and moves these instead: stroke thresholds on
+#: the edge map, how much its borders stop the diffusion, the highlights' headroom, and the palette and
+#: diffusion scalars most tied to them (the Canny scalars do not apply)
+EDGE_SPACE: dict[str, tuple[Any, ...]] = {
+    "strokes": ((0.25, 0.5), (0.3, 0.6), (0.35, 0.7)),
+    "barrier": (0.0, 0.5, 0.8, 1.0),
+    "headroom": (0.0, 0.25, 0.4),
+    "saturation": (1.1, 1.2, 1.35),
+    "iters": (32, 48, 64),
+    "sigma": (0.1, 0.12, 0.15),
+}
+
+
+def edge_look(net: ToonGenerator) -> Look:
+    """The searchable look of a toon generator with learned outlines."""
+    cfg = net.config
+    return {"strokes": (cfg["stroke_low"], cfg["stroke_high"]), "barrier": cfg["barrier"],
+            "headroom": cfg["headroom"], "saturation": cfg["saturation"], "iters": cfg["iters"],
+            "sigma": round(float(net.log_sigma.exp()), 4)}
+
+
+def edge_builder(base: ToonGenerator) -> Callable[[Look], ToonGenerator]:
+    """``build`` for looks of :data:`EDGE_SPACE`: ``base`` (its edge network and other scalars) with them."""
+    import copy
+
+    def build_edges(look: Look) -> ToonGenerator:
+        net = copy.deepcopy(base)
+        low, high = look["strokes"]
+        net.config.update({"stroke_low": float(low), "stroke_high": float(high), "barrier": float(look["barrier"]),
+                           "headroom": float(look["headroom"]), "saturation": float(look["saturation"]),
+                           "iters": int(look["iters"])})
+        with torch.no_grad():
+            net.log_sigma.fill_(math.log(look["sigma"]))
+        return net.eval()
+
+    return build_edges
+
+
+def judge_scorer(photos: list[np.ndarray], cartoons: list[np.ndarray],
+                 builder: Callable[[Look], ToonGenerator] | None = None) -> Callable[[Look], dict[str, float]]:
     """A scoring function for :func:`search`: KID (x1e3) of the stylized ``photos`` to ``cartoons``, and
-    the content cosine and luma SSIM to the photos (trainer/evaluate.py's judge and measures)."""
+    the content cosine and luma SSIM to the photos (trainer/evaluate.py's judge and measures); ``builder``
+    turns a look into a network (default: :func:`build`)."""
     from vidtoon.engines.torch_engine import TorchEngine
     from vidtoon.trainer.evaluate import Judge, score_styled
 
@@ -78,7 +119,7 @@ def judge_scorer(photos: list[np.ndarray], cartoons: list[np.ndarray]) -> Callab
     cartoon_f, photo_f = judge.features(cartoons), judge.features(photos)
 
     def score(look: Look) -> dict[str, float]:
-        engine = TorchEngine(build(look), device="cpu")
+        engine = TorchEngine((builder or build)(look), device="cpu")
         return score_styled(judge, photos, [engine.infer(p[None])[0] for p in photos], photo_f, cartoon_f)
 
     return score
@@ -136,15 +177,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-cosine", type=float, default=MIN_COSINE)
     ap.add_argument("--min-ssim", type=float, default=MIN_SSIM)
     ap.add_argument("--out", type=Path, required=True, help="checkpoint to write (load it with --model PATH)")
+    ap.add_argument("--edges", help="a toon model with learned outlines (vidtoon train-edges): search its look")
     args = ap.parse_args(argv)
+    start, space, builder = START, SPACE, build
+    if args.edges:
+        from vidtoon.models import load_generator
+
+        base = load_generator(args.edges)
+        if getattr(base, "config", {}).get("lines") != "student":
+            raise SystemExit(f"Error: {args.edges} has no learned outlines (make one with vidtoon train-edges)")
+        start, space, builder = edge_look(base), EDGE_SPACE, edge_builder(base)
     photos = [read_rgb(p) for p in list_images(args.photos, holdout=args.holdout, held_out=False)]
     cartoons = [read_rgb(p) for p in list_images(args.cartoons, holdout=args.holdout, held_out=False)]
     print(f"training split: {len(photos)} photos, {len(cartoons)} cartoons", file=sys.stderr, flush=True)
     t = time.perf_counter()
-    best, history = search(judge_scorer(photos, cartoons), START, SPACE, rounds=args.rounds,
+    best, history = search(judge_scorer(photos, cartoons, builder), start, space, rounds=args.rounds,
                            min_cosine=args.min_cosine, min_ssim=args.min_ssim,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
-    export_generator(build(best), "toon", args.out)
+    export_generator(builder(best), "toon", args.out)
     print(f"{len(history)} looks scored in {time.perf_counter() - t:.0f} s; best: {_describe(best)}")
     print(f"wrote {args.out}")
 
