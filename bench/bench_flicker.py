@@ -45,12 +45,12 @@ from vidtoon.stabilize import Stabilizer
 class FlickeryStylizer:
     """Per-frame stylization for the benchmark: the default model, or a deliberately flickering stand-in."""
 
-    def __init__(self, jitter: float = 0.1, seed: int = 0) -> None:
+    def __init__(self, jitter: float = 0.1, seed: int = 0, model: str = "default") -> None:
         try:
             import vidtoon
 
-            net = vidtoon.load_generator("default")
-            self.name = "default model"
+            net = vidtoon.load_generator(model)
+            self.name = f"model {model}"
             self.perturb = False
         except VidtoonError:
             torch.manual_seed(seed)
@@ -141,7 +141,7 @@ def time_720p(stylize: FlickeryStylizer, frames: list[np.ndarray], strength: flo
     return 1000 * float(np.median(gen_t)), 1000 * float(np.median(stab_t))
 
 
-def e2e_720p(clip: Path, strength: float, repeats: int) -> tuple[float, float]:
+def e2e_720p(clip: Path, strength: float, repeats: int, model: str = "default") -> tuple[float, float]:
     """(fps without, fps with the stabilizer) of ``vidtoon convert`` on ``clip`` (the real pipeline, the
     default model on the engine ``auto`` picks), runs alternated so that outside load hits both alike;
     the best run of each (load only ever slows a run down)."""
@@ -152,7 +152,7 @@ def e2e_720p(clip: Path, strength: float, repeats: int) -> tuple[float, float]:
     from vidtoon.pipeline import convert
 
     fps: dict[bool, list[float]] = {False: [], True: []}
-    net = load_generator("default")
+    net = load_generator(model)
     with tempfile.TemporaryDirectory() as tmp, create_engine("auto", net, device="cpu") as engine:
         dst = Path(tmp) / "out.mp4"
         for _ in range(repeats):
@@ -170,12 +170,13 @@ def main() -> None:
     parser.add_argument("--frames-dir", type=Path, default=None, help="save before/after PNGs here")
     parser.add_argument("--timing-frames", type=int, default=20, help="720p frames timed (default 20)")
     parser.add_argument("--e2e-repeats", type=int, default=2, help="end-to-end convert runs each way (0: skip)")
+    parser.add_argument("--model", default="default", help="the model to measure (name or path; default: default)")
     args = parser.parse_args()
 
     clips = media_clips()
     if not clips:
         sys.exit("no media clips found (set VIDTOON_MEDIA to a folder of videos)")
-    stylize = FlickeryStylizer()
+    stylize = FlickeryStylizer(model=args.model)
     print(f"stylization: {stylize.name}; stabilizer strength {args.strength}; "
           f"torch threads {torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}")
     print()
@@ -212,7 +213,7 @@ def main() -> None:
           f"stages run one after the other)")
     big = [c for c in clips if av.open(str(c)).streams.video[0].height >= 720]
     if big and args.e2e_repeats:
-        plain, stab = e2e_720p(big[0], args.strength, args.e2e_repeats)
+        plain, stab = e2e_720p(big[0], args.strength, args.e2e_repeats, args.model)
         print(f"  vidtoon convert {big[0].name} (default model, auto engine, the stabilizer overlapped with "
               f"inference): {plain:.2f} -> {stab:.2f} fps (cost {1 - stab / plain:.1%}; target <= 15%)")
     if args.frames_dir is not None:
