@@ -118,3 +118,11 @@ def test_tune_searches_the_look_of_a_model_with_learned_outlines() -> None:
     assert net.config["barrier"] == 0.0 and net.config["stroke_high"] == 0.7
     assert abs(float(net.log_sigma.exp()) - 0.15) < 1e-6 and base.config["barrier"] > 0  # base untouched
     assert net.edges is not base.edges and torch.equal(net.edges.fine_out.bias, base.edges.fine_out.bias)
+
+
+def test_the_canny_default_stays_loadable_under_its_own_name() -> None:
+    # the default of 2026-11-26 (Canny outlines, fitted look) ships as ``toon-canny`` too, so that it stays
+    # loadable whichever model is the default
+    net = load_generator("toon-canny")
+    assert net.config["lines"] == "canny" and net.config["iters"] == 64 and not hasattr(net, "edges")
+    assert type(load_generator("classic")).__name__ == "FastGenerator"
