@@ -157,7 +157,7 @@ def test_output_container_and_encoder_checks(tmp_path: Path, tiny_model: Path, c
     src = make_video(tmp_path / "in.mp4", frames=6)
     cases = [
         (["-o", tmp_path / "out.avi"], "cannot write .avi"),
-        (["-o", tmp_path / "out.webm"], "a .webm file cannot hold h264 video"),
+        (["-o", tmp_path / "out.webm", "--codec", "libx264"], "a .webm file cannot hold h264 video"),
         (["-o", tmp_path / "out.mp4", "--codec", "no_such_encoder"], "'no_such_encoder' is not available"),
     ]
     if not torch.cuda.is_available():
@@ -176,6 +176,25 @@ def test_default_model_missing_is_a_clear_error(tmp_path: Path, capsys) -> None:
     src = make_video(tmp_path / "in.mp4", frames=6)
     code, _, err = run(["convert", src], capsys)
     assert_refused(code, err, "default model is not shipped", tmp_path, tmp_path / "in_toon.mp4")
+
+
+def test_model_that_is_not_a_checkpoint_says_what_is_accepted(tmp_path: Path, capsys) -> None:
+    """Issue 20: torch's weights_only security advice reached the user."""
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    (tmp_path / "default.onnx").write_bytes(b"\x08\x07onnx-ish")
+    (tmp_path / "notes.pt").write_text("not a model")
+    (tmp_path / "empty_run").mkdir()
+    for model, what in (("default.onnx", "is an ONNX file, not a vidtoon model"),
+                        ("notes.pt", "is not a vidtoon model, or it is damaged"),
+                        ("empty_run", "is a folder without checkpoints/latest.pt")):
+        code, _, err = run(["convert", src, "-o", tmp_path / "out.mp4", "--model", tmp_path / model], capsys)
+        assert_refused(code, err, what, tmp_path, tmp_path / "out.mp4")
+        assert "weights_only" not in err and "export-model" in err
+
+
+def test_debug_is_accepted_before_the_command(capsys) -> None:
+    code, out, err = run(["--debug", "convert", "--help"], capsys)
+    assert code == 0 and "Usage: vidtoon convert" in out, err
 
 
 def test_bad_options_are_usage_errors(tmp_path: Path, tiny_model: Path, capsys) -> None:

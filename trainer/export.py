@@ -17,7 +17,7 @@ def export_run(run: str | Path, output: str | Path, ema: bool = True) -> Path:
 
         ckpt = torch.load(str(run), map_location="cpu", weights_only=False)
     elif run.is_dir():
-        ckpt = load_training_checkpoint(run)
+        ckpt = load_training_checkpoint(run, "to export")
     else:
         raise VidtoonError(f"{run} is neither a run folder nor a checkpoint")
     net = generator_from_checkpoint(ckpt, ema=ema)

@@ -5,6 +5,7 @@ One process on a CPU or GPU, or several under ``torchrun`` (DistributedDataParal
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import time
 from dataclasses import dataclass, replace
@@ -307,8 +308,12 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
     torch.manual_seed(opts.seed + rank)
     world = dist.get_world_size() if distributed else 1
     data = prepare_data(opts, rng, log, part=(rank, world))
-    run = _run_folder(opts, run, rank, distributed)
+    # everything that can fail for a missing extra (the content network, matplotlib) before the run folder: a
+    # run that cannot start leaves no empty numbered folder behind (the next run would take the number after it)
     nets = _build_nets(opts, device)
+    if rank == 0 and importlib.util.find_spec("matplotlib") is None:
+        raise VidtoonError("vidtoon train needs matplotlib for losses.png (pip install 'vidtoon[train]')")
+    run = _run_folder(opts, run, rank, distributed)
     step = 0
     if ckpt is None and opts.init_from:
         _init_from(opts.init_from, nets.G, nets.D, nets.ema, log)

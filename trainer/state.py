@@ -84,9 +84,11 @@ def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any] | None) -
         scaler.load_state_dict(state)
 
 
-def load_training_checkpoint(run: Path) -> dict[str, Any]:
-    """Load ``run/checkpoints/latest.pt`` (full state: G, D, EMA, optimizers, step, RNG)."""
+def load_training_checkpoint(run: Path, purpose: str = "to resume from") -> dict[str, Any]:
+    """Load ``run/checkpoints/latest.pt`` (full state: G, D, EMA, optimizers, step, RNG); ``purpose`` words the
+    error when it is missing ("to resume from", "to export")."""
     path = run / "checkpoints" / "latest.pt"
     if not path.is_file():
-        raise VidtoonError(f"{run} has no checkpoint to resume from ({path} is missing)")
+        raise VidtoonError(f"{run} has no checkpoint {purpose} ({path} is missing: the run stopped before "
+                           "its first checkpoint)")
     return torch.load(str(path), map_location="cpu", weights_only=False)

@@ -64,6 +64,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="vidtoon")
+# accepted before the command too (`vidtoon --debug convert ...`); main() reads it from the whole command line
+@click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks (also accepted after the command).")
 def cli() -> None:
     """vidtoon: turn videos into cartoons (CartoonGAN), keeping sound, timing and metadata."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vidtoon.errors import VidtoonError, first_line
+from vidtoon.errors import VidtoonError
 from vidtoon.fileio import AtomicFile
 from vidtoon.networks import apply_controls, build_generator
 
@@ -34,6 +34,12 @@ def resolve_model_path(model: str) -> Path:
     path = Path(model).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():  # a training run: its latest checkpoint (EMA weights, as `vidtoon export-model` writes)
+        latest = path / "checkpoints" / "latest.pt"
+        if latest.is_file():
+            return latest
+        raise VidtoonError(f"{path} is a folder without checkpoints/latest.pt (--model takes a model name, a "
+                           "file written by `vidtoon export-model`, or a training run's folder)")
     if model == "default":
         raise VidtoonError("the default model is not shipped in this build (pass --model PATH to a checkpoint)")
     names = ", ".join(shipped) or "none"
@@ -42,12 +48,17 @@ def resolve_model_path(model: str) -> Path:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint dict safely (``weights_only``), with a clear error for anything else."""
+    accepted = ("--model takes a shipped model name, a file written by `vidtoon export-model`, or a training "
+                "run's folder or its checkpoints/latest.pt")
+    if Path(path).suffix.lower() == ".onnx":
+        raise VidtoonError(f"{path} is an ONNX file, not a vidtoon model ({accepted}; the engines make their own "
+                           "ONNX exports)")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise VidtoonError(f"cannot read model {path} (not a checkpoint, or damaged: {first_line(exc)})") from exc
+    except Exception as exc:  # torch raises many types (and long security advice) for a file that is not one
+        raise VidtoonError(f"{path} is not a vidtoon model, or it is damaged ({accepted})") from exc
     if not isinstance(ckpt, dict) or "arch" not in ckpt or not ({"params", "params_ema"} & ckpt.keys()):
-        raise VidtoonError(f"{path} is not a vidtoon generator checkpoint (no arch/params)")
+        raise VidtoonError(f"{path} is not a vidtoon generator checkpoint: no arch/params ({accepted})")
     return ckpt
 
 
