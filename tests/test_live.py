@@ -56,6 +56,7 @@ def test_headless_records_fixed_frames(tmp_path: Path, clip: Path, toon_model: P
                      "--model", str(toon_model)], capsys)
     assert code == 0, err
     assert "20 frames stylized at 96x64" in err and "fps" in err
+    assert "; stopped after --frames 20)" in err  # was "...; frames)"
     with av.open(str(rec)) as c:
         v = c.streams.video[0]
         assert (v.width, v.height) == (96, 64) and v.codec_context.name == "h264"
@@ -103,6 +104,17 @@ def test_drops_stale_frames_with_a_slow_engine(clip: Path) -> None:
     # it kept up with the source instead of queueing: most frames were dropped, none piled up
     assert stats.captured > stats.frames + 8
     assert wall < 3.0  # 8 frames at ~10 fps, not 8 frames after a backlog
+
+
+def test_the_source_is_checked_before_the_engine_starts(tmp_path: Path, toon_model: Path, capsys,
+                                                          monkeypatch) -> None:
+    """Issue 20: `vidtoon live` exported the model (35-50 s) before it found out that there was no camera."""
+    import vidtoon.engines as engines
+
+    started: list[str] = []
+    monkeypatch.setattr(engines, "create_engine", lambda name, *a, **k: started.append(name) or 1 / 0)
+    code, err = run(["live", "--source", str(tmp_path / "nope.mp4"), "--no-window", "--model", str(toon_model)], capsys)
+    assert code == 1 and "does not exist" in err and started == []
 
 
 def test_source_errors(tmp_path: Path, toon_model: Path, capsys) -> None:

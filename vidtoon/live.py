@@ -216,11 +216,28 @@ class LiveSession:
             self.options.save_dir.mkdir(parents=True, exist_ok=True)
             self.recorder = Recorder(self.options.save_dir / f"vidtoon-record-{self._stamp()}.mp4", self.stats.size)
 
+    def open(self) -> None:
+        """Open the source, decide on the window and start a ``record`` recording: every input of the session
+        is checked here, so a caller can do this before the slow part of starting an engine (an ONNX export)."""
+        if self._opened is None:
+            self._opened = self._open()
+
+    def release(self) -> None:
+        """Give back what :meth:`open` took, for a session that will not run (its engine failed to start)."""
+        if self._opened is not None:
+            self._opened[0].release()
+            self._opened = None
+        if self.recorder is not None:
+            self.recorder.abort()
+            self.recorder = None
+
     def run(self) -> LiveStats:
         """Run until quit, ``frames``, the end of the source or Ctrl-C; returns what the session achieved."""
         import cv2
 
-        cap, first, finite = self._open()
+        self.open()
+        assert self._opened is not None
+        (cap, first, finite), self._opened = self._opened, None
         threads = [
             threading.Thread(target=self._capture, args=(cap, first, finite, self.stats.source_fps),
                              name="vidtoon-capture", daemon=True),
@@ -354,6 +371,7 @@ class LiveSession:
             self.recorder = None
 
     _last: tuple[np.ndarray, np.ndarray] | None = None
+    _opened: tuple[Any, np.ndarray, bool] | None = None  # what open() returned, until run() takes it
 
 
 def run_live(engine: Any, options: LiveOptions,

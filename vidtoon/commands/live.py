@@ -51,29 +51,34 @@ def live_cmd(camera: int, source: str | None, model: str, strength: float, outli
     from rich.console import Console
     from rich.markup import escape
 
-    from vidtoon.live import LiveOptions, run_live
+    from vidtoon.live import LiveOptions, LiveSession
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     options = LiveOptions(camera=camera, source=source, max_side=max_side or None, window=window,
                           side_by_side=side_by_side, record=record, frames=frames, save_dir=save_dir,
                           show_fps=not no_fps)
     options.validate()
-    with engine_from_options(model, engine, device, strength, outline) as eng:
-        with console.status("starting...") as status:
+    status = console.status("starting...")
 
-            def on_status(stats, fps: float) -> None:  # type: ignore[no-untyped-def]
-                rec = "  [red]recording[/red]" if stats.recordings or record else ""
-                status.update(f"{escape(stats.source)}: {stats.frames} frames, {fps:.1f} fps at "
-                              f"{stats.size[0]}x{stats.size[1]}{rec}")
+    def on_status(stats, fps: float) -> None:  # type: ignore[no-untyped-def]
+        rec = "  [red]recording[/red]" if stats.recordings or record else ""
+        status.update(f"{escape(stats.source)}: {stats.frames} frames, {fps:.1f} fps at "
+                      f"{stats.size[0]}x{stats.size[1]}{rec}")
 
-            try:
-                stats = run_live(eng, options, on_status=on_status)
-            finally:
-                status.stop()
+    session = LiveSession(None, options, on_status)
+    session.open()  # the camera (or source), the display and --record first: before a model export
+    try:
+        with engine_from_options(model, engine, device, strength, outline) as eng:
+            session.engine = eng
+            with status:
+                stats = session.run()
+    finally:
+        session.release()
+    ended = {"frames": f"stopped after --frames {frames}", "end of source": "end of the source"}
     console.print(
         f"{escape(stats.source)}: {stats.frames} frames stylized at {stats.size[0]}x{stats.size[1]} in "
         f"{stats.seconds:.1f} s: [bold]{stats.fps:.1f} fps[/bold] (source {stats.source_fps:.1f} fps, "
-        f"{stats.dropped} of {stats.captured} frames dropped to stay live; {stats.ended})"
+        f"{stats.dropped} of {stats.captured} frames dropped to stay live; {ended.get(stats.ended, stats.ended)})"
     )
     if not stats.windowed and window is None:
         console.print("[dim]no display: ran without a window[/dim]")
