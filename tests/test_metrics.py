@@ -138,6 +138,16 @@ def test_flicker_command_smaller_shorter_output(tmp_path: Path) -> None:
     assert "8 frames at 64x48; input resized from 128x96" in res.stdout
 
 
+def test_flicker_refuses_another_picture(tmp_path: Path) -> None:
+    """Issue 20: a --compare video (2W x H) was accepted, the input stretched onto it, and '24.40x' reported."""
+    frames = panning(6)
+    src = write_clip(tmp_path / "in.mp4", frames)
+    compare = write_clip(tmp_path / "compare.mp4", [np.concatenate([f, f], axis=1) for f in frames])
+    res = run_cli("flicker", str(src), str(compare))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("Error: IN is 128x96 and OUT 256x96: not the same picture")
+
+
 def test_flicker_command_bad_input(tmp_path: Path) -> None:
     src = write_clip(tmp_path / "in.mp4", panning(6))
     short = write_clip(tmp_path / "short.mp4", panning(4))
@@ -146,7 +156,8 @@ def test_flicker_command_bad_input(tmp_path: Path) -> None:
     for args, message in [
         ((str(junk), str(src)), "not a readable video"),
         ((str(src), str(tmp_path / "missing.mp4")), "no such file"),
-        ((str(src), str(short)), "same number of frames"),
+        ((str(src), str(short)), "OUT ended after 4 frames while IN goes on: OUT must be a conversion of IN"),
+        ((str(short), str(src)), "IN ended after 4 frames while OUT goes on"),
     ]:
         res = run_cli("flicker", *args)
         assert res.returncode == 1, res.stderr

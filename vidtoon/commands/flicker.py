@@ -66,24 +66,40 @@ def flicker_cmd(input_path: Path, output_path: Path, max_frames: int | None, deb
     from vidtoon.metrics import warping_errors
 
     in_size, out_size = _probe_size(input_path), _probe_size(output_path)
-    # flow is computed on the input brought to the output's size, so the output is measured as it is
+    _check_same_picture(in_size, out_size)
+    # flow is computed on the input brought to the output's size (a --max-side conversion), so the output is
+    # measured as it is
     source = _frames(input_path, out_size)
     target = _frames(output_path)
     if max_frames is not None:
         source, target = itertools.islice(source, max_frames), itertools.islice(target, max_frames)
-    counted = _Counter(target)
-    a, b = itertools.tee(source)
+    counted, counted_in = _Counter(target), _Counter(source)
+    a, b = itertools.tee(counted_in)
     try:
         e_in, e_out = warping_errors(a, b, counted)
     except ValueError as exc:
-        hint = " (--max-frames N compares only the first N)" if "number of frames" in str(exc) else ""
-        raise VidtoonError(f"cannot compare {input_path.name} and {output_path.name}: {exc}{hint}") from None
+        if "number of frames" not in str(exc):
+            raise VidtoonError(f"cannot compare IN and OUT: {exc}") from None
+        # said in the command's own terms (the metric names its clips "the input", "output 1", "output 2")
+        short, n, other = ("OUT", counted.count, "IN") if counted.count < counted_in.count else ("IN", counted_in.count, "OUT")
+        raise VidtoonError(f"{short} ended after {n} frames while {other} goes on: OUT must be a conversion of IN, "
+                           "frame for frame (--max-frames N compares only the first N)") from None
     click.echo("Warping error (mean squared RGB difference in [0, 1] along the input's motion; lower is steadier)")
     click.echo(f"  input   {e_in:.6f}  {input_path}  (reference level)")
     ratio = f"{e_out / e_in:.2f}x the input" if e_in > 0 else "the input is 0"
     click.echo(f"  output  {e_out:.6f}  {output_path}  ({ratio})")
     note = f"; input resized from {in_size[0]}x{in_size[1]}" if in_size != out_size else ""
     click.echo(f"  {counted.count} frames at {out_size[0]}x{out_size[1]}{note}")
+
+
+def _check_same_picture(in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
+    """Refuse an OUT that is not IN's picture at some scale: another aspect (a ``--compare`` video holds two
+    pictures) would be stretched and measured as nonsense. A ``--max-side`` conversion (same aspect, sides
+    rounded to even numbers) is fine."""
+    (iw, ih), (ow, oh) = in_size, out_size
+    if abs(iw * oh - ow * ih) > 2 * max(iw, ih, ow, oh):  # within the rounding of a downscale to even sides
+        raise VidtoonError(f"IN is {iw}x{ih} and OUT {ow}x{oh}: not the same picture (OUT must be a plain "
+                           "conversion of IN, not a --compare video)")
 
 
 class _Counter:
