@@ -150,6 +150,51 @@ def test_resume_after_interrupted_run(tmp_path: Path, clips: dict[str, Path], to
     assert all(_frames(out / f"{n}.mp4") == 8 for n in ("one", "two", "three"))
 
 
+def test_ctrl_c_says_what_finished_and_that_a_rerun_resumes(tmp_path: Path, clips: dict[str, Path],
+                                                             toon_model: Path, capsys, monkeypatch) -> None:
+    """Issue 20: an interrupted batch printed only "Interrupted."."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("one", "two", "three"):
+        shutil.copy(clips["b"], root / f"{name}.mp4")
+    real = run_batch
+
+    def interrupt_in_second_file(items, options, *, on_progress=None, **kw):  # type: ignore[no-untyped-def]
+        def progress(item: BatchItem, done: int, total: int | None) -> None:
+            if item.rel.name == "three.mp4":
+                raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the conversion
+            if on_progress is not None:
+                on_progress(item, done, total)
+        return real(items, options, on_progress=progress, **kw)
+
+    import vidtoon.batch
+
+    monkeypatch.setattr(vidtoon.batch, "run_batch", interrupt_in_second_file)
+    code, _, err = run(["batch", str(root), "-o", str(tmp_path / "out"), "--model", str(toon_model)], capsys)
+    assert code == 130
+    assert ("Stopped after 1 of 3 files (1 converted, 0 already done, 0 failed); the same command again resumes"
+            in " ".join(err.split()))
+
+
+def test_files_that_are_not_videos_are_skipped_whatever_their_name(tmp_path: Path, clips: dict[str, Path],
+                                                                   toon_model: Path, capsys) -> None:
+    """Issue 20: notavideo.mp4 failed the batch while notes.txt was ignored."""
+    from mediagen import make_audio_only
+
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(clips["b"], root / "clip.mp4")
+    (root / "notavideo.mp4").write_text("these are my notes, not a video\n" * 20)
+    (root / "notes.txt").write_text("not a video\n")
+    make_audio_only(root / "song.mp4")
+    code, _, err = run(["batch", str(root), "-o", str(tmp_path / "out"), "--model", str(toon_model)], capsys)
+    assert code == 0, err
+    text = " ".join(err.split())
+    assert "skipped 3 file(s) that are not videos:" in text
+    assert "notavideo.mp4 (not a media file)" in text and "song.mp4 (no video stream)" in text
+    assert "1 converted" in text and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
+
+
 def test_jobs_and_convert_options(tmp_path: Path, clips: dict[str, Path], toon_model: Path, capsys) -> None:
     root = tmp_path / "in"
     root.mkdir()

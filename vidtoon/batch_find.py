@@ -51,8 +51,10 @@ def probe_file(path: Path) -> Probe:
     """Decide by content whether ``path`` is a video: an openable container with a real video stream.
 
     Still images (which FFmpeg opens as one-frame videos), audio files (their cover art is an
-    ``attached_pic`` video stream) and everything else are "other"; a file with a video extension that
-    FFmpeg cannot open is "broken" so that the batch reports it rather than skipping it silently.
+    ``attached_pic`` video stream), text and everything else that is not a video are "other" (skipped, with
+    a note), whatever their name: ``notavideo.mp4`` holding text is skipped like ``notes.txt``. A binary file
+    with a video extension that FFmpeg cannot open is "broken" (a damaged video: the batch reports it as
+    failed rather than skipping it).
     """
     import av
 
@@ -62,7 +64,7 @@ def probe_file(path: Path) -> Probe:
     try:
         container = open_container(path)
     except (av.FFmpegError, OSError) as exc:
-        if looks_like_video:
+        if looks_like_video and not _is_text(path):
             return Probe("broken", f"not a readable video ({getattr(exc, 'strerror', None) or exc})")
         return Probe("other", "not a media file")
     with container:
@@ -71,8 +73,6 @@ def probe_file(path: Path) -> Probe:
             return Probe("other", "a still image")
         videos = video_streams(container)
         if not videos:
-            if looks_like_video:
-                return Probe("broken", "no video stream")
             return Probe("other", "no video stream")
         frames = count_frames(videos[0], container)
 
@@ -81,6 +81,22 @@ def probe_file(path: Path) -> Probe:
 
         return Probe("video", frames=frames, audio=[codec(s) for s in container.streams.audio],
                      subtitles=[codec(s) for s in container.streams.subtitles])
+
+
+def _is_text(path: Path, size: int = 4096) -> bool:
+    """Whether ``path`` starts like a text file (UTF-8 without NUL bytes): no video, whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(size)
+    except OSError:
+        return False
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut by the read, not binary data
+    return True
 
 
 def _is_temporary(name: str) -> bool:

@@ -57,6 +57,7 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
       vidtoon batch /shared/clips -o /shared/toon --ray auto   # on the Ray cluster of this machine
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from vidtoon.batch import find_videos
     from vidtoon.errors import VidtoonError
@@ -96,7 +97,7 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
         raise VidtoonError(f"no videos found in {input_dir}{hint}")
     if ignored:
         names = ", ".join(f"{p} ({why})" for p, why in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
-        console.print(f"[dim]ignored {len(ignored)} file(s) that are not videos: {names}[/dim]", markup=True)
+        console.print(f"[dim]skipped {len(ignored)} file(s) that are not videos: {escape(names)}[/dim]", markup=True)
 
     _run(items, out_dir, input_dir, options, jobs, ray, quiet, report, console)
 
@@ -137,6 +138,10 @@ def _run(items: list, out_dir: Path, input_dir: Path, options: Any, jobs: int, r
     except KeyboardInterrupt:
         if report is not None:
             write_report(report, tally.results, report_meta(input_dir, out_dir, options, ray, started, True))
+        counts = summarize(tally.results)
+        console.print(f"Stopped after {len(tally.results)} of {len(items)} files ({counts['done']} converted, "
+                      f"{counts['skipped']} already done, {counts['failed']} failed); the same command again "
+                      "resumes: finished outputs are kept and skipped, the interrupted file is redone")
         raise
 
     _table(console, results, show_worker=ray is not None)
