@@ -136,8 +136,36 @@ def test_unwritable_output_folder_checked_before_any_work(tmp_path: Path, capsys
     # the model does not exist: the folder must be refused first, before a model is even looked at
     code, _, err = run(["convert", src, "-o", "/proc/out.mp4", "--model", tmp_path / "missing.pt"], capsys)
     assert_refused(code, err, "cannot write to /proc", tmp_path)
-    code, _, err = run(["convert", src, "-o", tmp_path / "no" / "such" / "out.mp4"], capsys)
-    assert_refused(code, err, "does not exist", tmp_path)
+    code, _, err = run(["convert", src, "-o", tmp_path / "in.mp4" / "sub" / "out.mp4"], capsys)
+    assert_refused(code, err, "cannot create folder", tmp_path)
+
+
+def test_one_output_rule_a_creatable_folder_or_a_folder_for_the_default_name(tmp_path: Path, tiny_model: Path,
+                                                                             capsys) -> None:
+    """Issue 20: `image -o missing/x.png` created the folder, `convert -o missing/x.mp4` refused; `image -o
+    FOLDER` was accepted, `convert -o FOLDER` was not."""
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    code, _, err = run(["convert", src, "-o", tmp_path / "new" / "deeper" / "x.mp4", "--model", tiny_model], capsys)
+    assert code == 0, err
+    assert (tmp_path / "new" / "deeper" / "x.mp4").is_file()
+    (tmp_path / "there").mkdir()
+    code, _, err = run(["convert", src, "-o", tmp_path / "there", "--model", tiny_model], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == ["in_toon.mp4"]
+    code, _, err = run(["convert", src, "-o", f"{tmp_path / 'slash'}/", "--model", tiny_model], capsys)
+    assert code == 0, err
+    assert (tmp_path / "slash" / "in_toon.mp4").is_file()
+
+
+def test_convert_of_a_still_image_points_to_the_image_command(tmp_path: Path, capsys) -> None:
+    import cv2
+    import numpy as np
+
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), np.full((48, 64, 3), 120, np.uint8))
+    code, _, err = run(["convert", photo], capsys)
+    assert_refused(code, err, f"photo.jpg is a still image, not a video (use vidtoon image {photo})", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")

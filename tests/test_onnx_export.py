@@ -184,12 +184,38 @@ def test_cli_export_onnx(tmp_path, capsys, monkeypatch):
     assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
 
 
+def test_tensorrt_export_check_failure_is_one_plain_line(tmp_path, monkeypatch):
+    """Issue 20: `vidtoon export --engine tensorrt` let the export check's ValueError through."""
+    from vidtoon.commands import export as export_cmd
+    from vidtoon.errors import VidtoonError
+    import vidtoon.engines
+
+    monkeypatch.setattr(vidtoon.engines, "engine_class", lambda name: object)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def bad_export(*a, **k):  # type: ignore[no-untyped-def]
+        raise ValueError("ONNX export differs from PyTorch by 0.5 (tolerance 0.02)")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", bad_export)
+    with pytest.raises(VidtoonError, match="export check failed: ONNX export differs"):
+        export_cmd._export_tensorrt(tiny("fast"), tmp_path / "g.engine", True, 64, 48, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_to_a_new_folder(tmp_path, capsys, monkeypatch):
+    export_generator(tiny("fast"), "fast", tmp_path / "g.pt")
+    code, out, err = _vidtoon("export", "--model", "g.pt", "--engine", "onnx", "-o", "new/", cwd=tmp_path,
+                              capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "new" / "g.onnx").is_file() and "exported in" in out
+
+
 def test_cli_export_errors(tmp_path, capsys, monkeypatch):
     export_generator(tiny("fast"), "fast", tmp_path / "g.pt")
     run = lambda *a: _vidtoon(*a, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
-    code, _, err = run("export", "--model", "g.pt", "--engine", "onnx", "-o", "missing/g.onnx")
+    code, _, err = run("export", "--model", "g.pt", "--engine", "onnx", "-o", "g.pt/sub/g.onnx")
     assert code == 1
-    assert err.startswith("Error: cannot write missing/g.onnx") and "Traceback" not in err
+    assert err.startswith("Error: cannot write g.pt/sub/g.onnx") and "Traceback" not in err
     code, _, err = run("export", "--model", "g.pt", "--engine", "coreml", "-o", "g.mlmodel")
     assert code == 2 and "coreml" in err
     code, _, err = run("export", "--model", "nothere.pt", "--engine", "onnx", "-o", "g.onnx")

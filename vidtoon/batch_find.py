@@ -22,7 +22,6 @@ VIDEO_EXTS = frozenset({
     ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".dv", ".qt", ".asf", ".f4v", ".divx", ".y4m",
 })
 #: demuxers of still images and other things FFmpeg opens "as video" that are not videos to convert
-_NOT_VIDEO_FORMATS = ("image2", "gif", "apng", "tty", "webp", "ico", "bmp", "lavfi")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def probe_file(path: Path) -> Probe:
     """
     import av
 
-    from vidtoon.video.reader import count_frames, open_container, video_streams
+    from vidtoon.video.reader import count_frames, is_still_image, open_container, video_streams
 
     looks_like_video = path.suffix.lower() in VIDEO_EXTS
     try:
@@ -68,8 +67,7 @@ def probe_file(path: Path) -> Probe:
             return Probe("broken", f"not a readable video ({getattr(exc, 'strerror', None) or exc})")
         return Probe("other", "not a media file")
     with container:
-        names = container.format.name.split(",")
-        if any(n in _NOT_VIDEO_FORMATS or n.endswith("_pipe") for n in names):
+        if is_still_image(container):
             return Probe("other", "a still image")
         videos = video_streams(container)
         if not videos:

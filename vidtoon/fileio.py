@@ -16,7 +16,7 @@ from typing import Any
 
 from vidtoon.errors import VidtoonError
 
-__all__ = ["AtomicFile", "check_writable", "temp_name", "write_bytes", "write_image"]
+__all__ = ["AtomicFile", "check_creatable", "check_writable", "temp_name", "write_bytes", "write_image"]
 
 
 def temp_name(target: Path, suffix: str = "") -> Path:
@@ -97,6 +97,19 @@ def write_image(path: str | Path, bgr: Any) -> None:
     with AtomicFile(path, suffix=path.suffix) as f:
         if not cv2.imwrite(str(f.path), bgr):  # OpenCV says False rather than raising
             raise VidtoonError(f"cannot write image {path}")
+
+
+def check_creatable(folder: str | Path) -> None:
+    """Raise VidtoonError unless ``folder`` exists and is writable, or can be created: the rule of every
+    command's output (a file name in an existing or creatable folder). Nothing is created here; the writer
+    creates the folder when it writes (``Path.mkdir(parents=True)``)."""
+    folder = Path(folder).resolve()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VidtoonError(f"cannot create folder {folder}: {existing} is a file")
+    check_writable(existing)
 
 
 def check_writable(folder: str | Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vidtoon.compare import CompareLayout, layout_for
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import check_writable
+from vidtoon.fileio import check_creatable
 from vidtoon.options import ConvertOptions
 from vidtoon.video import containers
 from vidtoon.video.reader import VideoInfo, probe, scaled_size
@@ -86,18 +86,16 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_paths(src: Path, dst: Path | None) -> None:
+def _check_paths(src: Path, dst: Path | None, folder: Path | None) -> None:
     """The input exists and is a file; the output, when named, is a file name with a known container in a
-    folder this process can write to."""
+    folder this process can write to or create (``folder``: the output folder that was named instead)."""
     if not src.exists():
         raise VidtoonError(f"input {src} does not exist")
     if not src.is_file():
         raise VidtoonError(f"input {src} is not a file")
-    if dst is not None and dst.is_dir():
-        raise VidtoonError(f"output {dst} is a folder (give a file name such as {dst / (src.stem + '_toon.mp4')})")
     if dst is not None:
         containers.container_for(dst)  # a bad extension is refused before anything is read
-    check_writable((dst or src).parent.resolve())
+    check_creatable(folder if folder is not None else (dst or src).parent)
 
 
 def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) -> Job:
@@ -108,7 +106,12 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
     """
     src = Path(input).expanduser()
     dst = Path(output).expanduser() if output is not None else None
-    _check_paths(src, dst)
+    # the rule of every command: -o names a file (its folder is created when missing), or an existing folder
+    # (or one written with a trailing slash) to put the default name in
+    folder = None
+    if dst is not None and (dst.is_dir() or str(output).endswith(("/", os.sep))):
+        folder, dst = dst, None
+    _check_paths(src, dst, folder)
 
     info = probe(src)
     if opts.start is not None and info.duration is not None and opts.start >= info.duration:
@@ -122,6 +125,8 @@ def prepare(input: str | Path, output: str | Path | None, opts: ConvertOptions) 
         container = containers.default_container(src, opts.codec or containers.DEFAULT_VIDEO_ENCODER, kept_audio,
                                                  kept_subtitles)
         dst = default_output(src, container, opts.compare)
+        if folder is not None:
+            dst = folder / dst.name
     else:
         container = containers.container_for(dst)
     encoder = opts.codec or containers.default_video_encoder(container)  # no --codec: the container's own

@@ -211,6 +211,7 @@ class _Conversion:
 def _run(job: Job, engine: Engine, opts: ConvertOptions, progress: Progress | None) -> ConvertResult:
     run = _Conversion(job, engine, opts, progress)
     t0 = time.perf_counter()
+    job.output.parent.mkdir(parents=True, exist_ok=True)  # -o in a folder that does not exist yet (checked: creatable)
     with AtomicFile(job.output) as target:  # renamed onto job.output only when this block completes
         run.execute(target.path)
         seconds = time.perf_counter() - t0

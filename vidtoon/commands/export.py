@@ -1,12 +1,15 @@
 """``vidtoon export``: write a generator as an ONNX file or a TensorRT engine, for use outside vidtoon."""
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import click
 
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import check_writable, write_bytes
+from vidtoon.fileio import check_creatable, write_bytes
+from vidtoon.progress import activity
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -23,7 +26,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 @click.option("--model", "-m", default="default", show_default=True, help="Shipped model name or checkpoint path.")
 @click.option("--engine", type=click.Choice(["onnx", "tensorrt"]), required=True, help="What to write.")
 @click.option("--fp16", is_flag=True, help="Half precision (for GPUs; TensorRT engines are fast only in fp16).")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="File to write (its folder is created if missing), or a folder to write MODEL.onnx/.engine in.")
 @click.option("--size", default="1280x720", show_default=True, help="(tensorrt) frame size WIDTHxHEIGHT it is built for.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="(tensorrt) largest batch.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -35,9 +39,10 @@ def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batc
     it was built with, and to the frame size given by --size.
     """
     out = Path(output)
-    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir() or output.endswith(("/", os.sep)):  # a folder: the default name in it, as every command
+        out = out / f"{Path(model).stem or 'model'}{'.onnx' if engine == 'onnx' else '.engine'}"
     try:
-        check_writable(folder)
+        check_creatable(out.parent)  # created when missing, as for every command's output
     except VidtoonError as exc:
         raise VidtoonError(f"cannot write {out}: {exc}") from None
     width, height = _parse_size(size) if engine == "tensorrt" else (0, 0)
@@ -45,6 +50,7 @@ def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batc
     from vidtoon.models import load_generator
 
     net = load_generator(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
     precision = "fp16" if fp16 else "fp32"
     if engine == "onnx":
         _export_onnx(net, out, fp16)
@@ -58,13 +64,16 @@ def _export_onnx(net: object, out: Path, fp16: bool) -> None:
     from vidtoon.engines.onnx_export import export_onnx
 
     engine_class("onnxruntime")  # the check needs onnxruntime: fail with the pip extra if it is missing
+    start = time.perf_counter()
     try:
-        report = export_onnx(net, out, fp16=fp16)  # type: ignore[arg-type]
+        with activity("Exporting to ONNX and checking it against PyTorch"):  # tens of seconds on a CPU
+            report = export_onnx(net, out, fp16=fp16)  # type: ignore[arg-type]
     except OSError as exc:
         raise VidtoonError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except ValueError as exc:
         raise VidtoonError(f"export check failed: {exc}") from exc
-    click.echo(f"Checked against PyTorch: max abs difference {report.max_abs_diff:.2g} (tolerance {report.atol:g}, [-1, 1] scale)")
+    click.echo(f"Checked against PyTorch: max abs difference {report.max_abs_diff:.2g} (tolerance {report.atol:g}, "
+               f"[-1, 1] scale); exported in {time.perf_counter() - start:.0f} s")
 
 
 def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int, batch: int) -> None:
@@ -83,8 +92,13 @@ def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int
     click.echo(f"Building a TensorRT engine for {width}x{height}, batch up to {batch}; this takes a few minutes", err=True)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "generator.onnx"
-        export_onnx(net, onnx_path, fp16=fp16, controls=False)  # type: ignore[arg-type]
-        plan = build_plan(onnx_path, profile_shapes(height, width, batch))
+        try:
+            with activity("Exporting to ONNX"):
+                export_onnx(net, onnx_path, fp16=fp16, controls=False)  # type: ignore[arg-type]
+        except ValueError as exc:  # the ONNX export's own check against PyTorch
+            raise VidtoonError(f"export check failed: {exc}") from exc
+        with activity("Building the TensorRT engine"):
+            plan = build_plan(onnx_path, profile_shapes(height, width, batch))
     try:
         write_bytes(out, plan)
     except OSError as exc:

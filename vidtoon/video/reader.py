@@ -100,6 +100,16 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VidtoonError(f"{path.name} is not a readable video ({exc.strerror or exc})") from None
 
 
+#: FFmpeg demuxers that read still images (and other non-videos) as one-frame videos
+STILL_IMAGE_FORMATS = ("image2", "gif", "apng", "tty", "webp", "ico", "bmp", "lavfi")
+
+
+def is_still_image(container: av.container.InputContainer) -> bool:
+    """Whether FFmpeg opened a still image (JPEG, PNG, WebP, ...), not a video."""
+    names = container.format.name.split(",")
+    return any(n in STILL_IMAGE_FORMATS or n.endswith("_pipe") for n in names)
+
+
 def video_streams(container: av.container.InputContainer) -> list[av.video.stream.VideoStream]:
     """The video streams that are moving pictures: without cover art (``attached_pic``, as audio files have)."""
     return [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
@@ -176,6 +186,8 @@ def probe(path: str | Path) -> VideoInfo:
     if not path.exists():
         raise VidtoonError(f"input {path} does not exist")
     with _open(path) as c:
+        if is_still_image(c):  # FFmpeg reads it as a one-frame video: the user meant the image command
+            raise VidtoonError(f"{path.name} is a still image, not a video (use vidtoon image {path})")
         v = _video_stream(c, path)
         if v.codec_context is None or not v.codec_context.codec.is_decoder:
             raise VidtoonError(f"{path.name}: no decoder for its video codec")
