@@ -33,7 +33,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("tensorrt", *EXPORT_NEEDS),
 }
 
-__all__ = ["ENGINES", "EXTRAS", "NEEDS", "Engine", "available", "choose_engine", "create_engine", "engine_class",
+__all__ = ["ENGINES", "EXTRAS", "NEEDS", "Engine", "available", "check_device", "choose_engine", "create_engine", "engine_class",
            "missing_packages", "pick_engine", "resolve_engine"]
 
 
@@ -99,6 +99,28 @@ def pick_engine(device: str, *, cuda: bool, tensorrt: bool, onnxruntime: bool) -
     return "torch", "cpu", f"{why}, ONNX Runtime not installed: PyTorch on the CPU (pip install 'vidtoon[onnx]' is faster)"
 
 
+def check_device(device: str, *, cuda_count: int | None = None) -> None:
+    """Raise VidtoonError unless ``device`` is one this machine has: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``
+    (checked once, before any engine starts, whatever the engine). ``cuda_count``: CUDA GPUs (default: ask
+    torch)."""
+    from vidtoon.errors import VidtoonError
+
+    if device in ("auto", "cpu"):
+        return
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise VidtoonError(f"unknown device {device!r} (choose one of: auto, cpu, cuda, cuda:N)")
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_count == 0:
+        raise VidtoonError(f"device {device!r} was asked for but no CUDA GPU is available (use --device cpu)")
+    if index and int(index) >= cuda_count:
+        raise VidtoonError(f"device {device!r} was asked for but this machine has {cuda_count} CUDA GPU"
+                           f"{'s' if cuda_count > 1 else ''} (cuda:0 to cuda:{cuda_count - 1})")
+
+
 def choose_engine(device: str = "auto") -> tuple[str, str, str]:
     """Pick the engine for ``--engine auto`` on this machine: returns (engine, device, reason)."""
     import torch
@@ -111,7 +133,9 @@ def choose_engine(device: str = "auto") -> tuple[str, str, str]:
 
 
 def resolve_engine(name: str, device: str = "auto") -> tuple[str, str]:
-    """The engine and device that ``name`` and ``device`` (either may be ``auto``) stand for on this machine."""
+    """The engine and device that ``name`` and ``device`` (either may be ``auto``) stand for on this machine;
+    a device this machine does not have is refused here, for every engine (:func:`check_device`)."""
+    check_device(device)
     if name == "auto":
         name, device, _ = choose_engine(device)
     elif device == "auto":

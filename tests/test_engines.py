@@ -211,6 +211,22 @@ def test_pick_engine_errors():
         pick_engine("tpu", cuda=False, tensorrt=False, onnxruntime=True)
 
 
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime", "auto"])
+def test_device_checked_once_for_every_engine(engine, monkeypatch):
+    """Issue 20: --engine torch --device cuda without a GPU was an 'unexpected internal error', --device foo
+    printed torch's list of device types."""
+    from vidtoon.engines import check_device, create_engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(VidtoonError, match=r"^device 'cuda' was asked for but no CUDA GPU is available \(use --device cpu\)$"):
+        create_engine(engine, tiny("fast"), device="cuda")
+    with pytest.raises(VidtoonError, match=r"^unknown device 'foo' \(choose one of: auto, cpu, cuda, cuda:N\)$"):
+        create_engine(engine, tiny("fast"), device="foo")
+    with pytest.raises(VidtoonError, match="has 1 CUDA GPU"):
+        check_device("cuda:1", cuda_count=1)
+    check_device("cuda:0", cuda_count=1)
+
+
 def test_choose_engine_probes_the_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(engines, "available", lambda pkg: pkg in {"tensorrt", "onnxruntime", "onnx", "onnxscript"})
