@@ -256,3 +256,28 @@ def test_jobs_share_the_cores_between_their_engines(monkeypatch, engine: str) ->
         assert [m["torch_threads"] for m in made] == [2, 2]
     assert all(m["closed"] for m in made) and torch.get_num_threads() == before
     assert batch.engine_threads("cuda:0", jobs=2, cpus=4) is None and batch.engine_threads("cpu", 1, 4) is None
+
+
+def test_ray_log_lines_stay_quiet_unless_debug(monkeypatch, caplog) -> None:
+    """Issue 20: `--ray local` printed Ray's own "Token authentication is enabled" WARNING line."""
+    import logging
+    import types
+
+    import vidtoon.batch_ray as batch_ray
+
+    def init(**kwargs):  # type: ignore[no-untyped-def]  # what Ray's token set-up does while connecting
+        logging.getLogger("ray._private.authentication").warning("Token authentication is enabled for this cluster")
+
+    monkeypatch.setattr(batch_ray, "import_ray", lambda: types.SimpleNamespace(init=init, shutdown=lambda: None))
+    monkeypatch.setattr(batch_ray, "_check_reachable", lambda address: None)
+    ray_logger = logging.getLogger("ray")
+    saved = ray_logger.level
+    try:
+        for verbose, lines in ((False, 0), (True, 1)):
+            caplog.clear()
+            ray_logger.setLevel(logging.NOTSET)  # as in a process that has not connected yet
+            with batch_ray.connected("local", verbose=verbose):
+                pass
+            assert len([r for r in caplog.records if "Token authentication" in r.getMessage()]) == lines
+    finally:
+        ray_logger.setLevel(saved)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtoon.batch import BatchItem, Cancelled, FileResult, convert_item, precheck, worker_name
-from vidtoon.errors import VidtoonError
+from vidtoon.errors import VidtoonError, describe, first_line
 
 #: how often the driver asks a busy actor how far its file is (seconds)
 _POLL_S = 0.5
@@ -40,6 +40,7 @@ class RayOptions:
     workers: int | None = None  # actors (None: one per CPU of the cluster, or per ``gpus`` of its GPUs)
     gpus: float | None = None  # GPUs per actor, fractions share one (None: 1 when the cluster has GPUs)
     max_attempts: int = 3  # conversions started for a file whose workers keep dying, before it is failed
+    verbose: bool = False  # Ray's own log lines (warnings about the cluster) on the terminal: with --debug
 
     def validate(self) -> RayOptions:
         if not self.address.strip():
@@ -75,8 +76,8 @@ class ConvertWorker:
             self.engine = create_engine(engine, load_generator(model, "cpu", **generator_options), device=device)
         except VidtoonError as exc:
             self.error = str(exc)
-        except Exception as exc:  # reported to the driver, which stops the batch with it
-            self.error = f"{exc.__class__.__name__}: {exc}"
+        except Exception as exc:  # reported to the driver, which stops the batch with it (no Python class name)
+            self.error = describe(exc)
 
     def ready(self) -> tuple[str, str]:
         """(``host:pid``, why the model could not be loaded or "")."""
@@ -118,16 +119,22 @@ def import_ray() -> Any:
 
 
 @contextmanager
-def connected(address: str) -> Iterator[Any]:
-    """Connect to the Ray cluster at ``address`` (``local``: start one here) for the ``with`` block."""
+def connected(address: str, verbose: bool = False) -> Iterator[Any]:
+    """Connect to the Ray cluster at ``address`` (``local``: start one here) for the ``with`` block.
+
+    Ray's own log lines (e.g. its warning that token authentication is on or off) are kept off the terminal
+    unless ``verbose`` (``--debug``): vidtoon says what matters in its own words.
+    """
     import logging
 
     ray = import_ray()
     start_here = address == "local"
     _check_reachable(address)
+    level = logging.INFO if verbose else logging.ERROR
+    logging.getLogger("ray").setLevel(level)  # also the lines Ray logs before ray.init sets its level
     try:
         # a cluster started here needs no dashboard; workers' output would garble the progress display
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+        ray.init(address=address, log_to_driver=False, logging_level=level,
                  **({"include_dashboard": False} if start_here else {}))
     except ConnectionError as exc:
         raise VidtoonError(f"cannot connect to a Ray cluster at {address!r}: {exc} (start one with "
@@ -218,7 +225,7 @@ def run_batch_ray(items: Sequence[BatchItem], convert_options: dict[str, Any], *
                 on_done(item, result)
     if state.queue:
         say = on_message or (lambda _: None)
-        with connected(ray_options.address) as ray:
+        with connected(ray_options.address, ray_options.verbose) as ray:
             resources = ray.cluster_resources()
             n, gpus = plan_workers(resources, ray_options, device, len(state.queue))
             say(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; starting {n} "
@@ -376,7 +383,7 @@ def _describe(exc: BaseException) -> str:
     """One line about a Ray error: the Python exception inside it, or the first line of Ray's message."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
-        return f"{cause.__class__.__name__}: {cause}"
+        return describe(cause)  # in plain words, without the Python class name
     # Ray's own message: a headline, tab-indented fields (actor id, pid, ...), then the reason
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("\t")]
-    return " ".join(lines) or exc.__class__.__name__
+    return first_line(Exception(" ".join(lines))) if lines else "the Ray worker stopped without a message"

@@ -72,7 +72,7 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
 
             if jobs != 1:
                 raise VidtoonError("--jobs is for a batch on this machine: with --ray, use --ray-workers")
-            ray = RayOptions(ray_address, ray_workers, ray_gpus).validate()
+            ray = RayOptions(ray_address, ray_workers, ray_gpus, verbose=debug).validate()
         elif ray_workers is not None or ray_gpus is not None:
             raise VidtoonError("--ray-workers and --ray-gpus need --ray ADDRESS")
     except VidtoonError as exc:
