@@ -126,3 +126,22 @@ def test_the_canny_default_stays_loadable_under_its_own_name() -> None:
     net = load_generator("toon-canny")
     assert net.config["lines"] == "canny" and net.config["iters"] == 64 and not hasattr(net, "edges")
     assert type(load_generator("classic")).__name__ == "FastGenerator"
+
+
+class _NoEdges(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :1])
+
+
+def test_detail_adds_the_photos_thin_lines_where_the_edge_map_has_none() -> None:
+    from vidtoon.networks import ToonGenerator
+
+    x = _picture(48, 80)  # a sharp vertical border in the middle
+    inks = []
+    for detail in (0.0, 0.6):
+        net = ToonGenerator(width=0, iters=8, bins=3, lines="student", barrier=0.5, detail=detail).eval()
+        net.edges = _NoEdges()
+        with torch.no_grad():
+            inks.append(net(x, parts=True)[2][0, 0])
+    assert inks[0].max() < 1e-6  # nothing from an empty edge map
+    assert 0.3 < float(inks[1][8:-8, 36:44].sum(1).min()) and float(inks[1].max()) <= 0.6 + 1e-6

@@ -106,7 +106,7 @@ class ToonGenerator(LookControls, nn.Module):
                  saturation: float = 1.0, brightness: float = 1.0, lines: str = "gradient", line_low: float = 0.39,
                  line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0,
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
-                 headroom: float = 0.0) -> None:
+                 headroom: float = 0.0, detail: float = 0.0) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student"):
             raise ValueError(f"lines must be 'gradient', 'canny' or 'student', got {lines!r}")
@@ -121,6 +121,8 @@ class ToonGenerator(LookControls, nn.Module):
             # HED by trainer/distill.py); ``edges`` may be swapped for HED itself (``--model hq``)
             self.config.update({"stroke_low": stroke_low, "stroke_high": stroke_high, "barrier": barrier,
                                 "headroom": headroom})
+            if detail:
+                self.config["detail"] = detail
             self.edges: nn.Module = EdgeStudent()
         self.pad = PadToMultiple(16 if lines == "student" else 8)
         if width > 0:
@@ -164,6 +166,15 @@ class ToonGenerator(LookControls, nn.Module):
             # strokes of the learned edge map (networks/strokes.py), their width scaled with the frame
             scale = xp.new_ones(()) * (min(size[0], size[1]) / 360.0)
             line = strokes(prob, scale, cfg["stroke_low"], cfg["stroke_high"])
+            if cfg.get("detail", 0.0):
+                # inner detail the edge map leaves out at small sizes (eyes, nose and mouth of small faces:
+                # HED draws a face's outline, not its features): the photo's thin Canny lines, lighter, away
+                # from the strokes and faded out in texture
+                xf = xp.float()
+                gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+                fine = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"])
+                fine = fine * (1.0 - cfg.get("texture_lines", 0.0) * up(texture(lum4)).float())
+                line = torch.maximum(line, cfg["detail"] * fine)
             ink = line.to(xp.dtype) * (s * self.outline)
         elif cfg.get("lines", "gradient") == "canny":
             # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
