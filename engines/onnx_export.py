@@ -11,7 +11,9 @@ always pads by ``(-size) % multiple`` (zero when already aligned), so the graph 
 height and width >= 8 — :func:`verify_onnx` checks odd sizes on every export.
 
 Tolerances (max abs difference to PyTorch float32, in [-1, 1] units; 1/127.5 = one uint8 level):
-``FP32_ATOL`` = 1e-4 (~0.01 level), ``FP16_ATOL`` = 2e-2 (~2.5 levels).
+``FP32_ATOL`` = 1e-4 (~0.01 level), ``FP16_ATOL`` = 2e-2 (~2.5 levels). They hold for every pixel of frames
+made from uint8 pictures, as the engines feed them; an export that misses them is not written, and the
+error is one plain line (:class:`vidtoon.errors.VidtoonError`).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from vidtoon.engines.cache import (
     user_cache_dir,
     weights_hash,
 )
+from vidtoon.errors import VidtoonError
 from vidtoon.fileio import write_bytes
 from vidtoon.networks import ARCHS, PadToMultiple
 
@@ -129,8 +132,8 @@ def export_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, verify:
     zero still copies the frame twice (measured at 720p: 63.5 vs 66.7 ms per frame). ``vidtoon export``
     writes the general graph. ``controls``: a generator's look controls become the inputs ``strength`` and
     ``outline`` (default 1.0); with ``controls=False`` the values ``net`` has are baked in as constants (for
-    TensorRT, whose parser treats initializers as weights). Raises ``ValueError`` when the ONNX output
-    differs from PyTorch by more than the stated tolerance.
+    TensorRT, whose parser treats initializers as weights). Raises :class:`VidtoonError` (and writes
+    nothing) when the ONNX output differs from PyTorch by more than the stated tolerance.
     """
     path = Path(path)
     controls = controls and has_controls(net)
@@ -146,7 +149,10 @@ def export_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, verify:
         report.max_abs_diff = verify_onnx(net, path, fp16=fp16, multiple=size_multiple(net) if aligned else None)
         if not report.max_abs_diff <= report.atol:
             path.unlink(missing_ok=True)
-            raise ValueError(f"ONNX export differs from PyTorch by {report.max_abs_diff:.3g} (tolerance {report.atol:g})")
+            precision = "fp16" if fp16 else "fp32"
+            raise VidtoonError(f"the {precision} ONNX export of the generator differs from PyTorch by "
+                               f"{report.max_abs_diff:.3g} (tolerance {report.atol:g}; please report this model: "
+                               "--engine torch runs it without an export)")
     return report
 
 
@@ -208,7 +214,8 @@ def verify_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, seed: i
     """Max abs difference between ONNX Runtime (CPU) on ``path`` and PyTorch float32 on ``net``.
 
     Inputs are smooth random images (noise blurred, so they look like pictures rather than static) at the
-    odd sizes of :data:`VERIFY_SHAPES`, rounded up to ``multiple`` for an aligned graph. A graph with control
+    odd sizes of :data:`VERIFY_SHAPES`, rounded up to ``multiple`` for an aligned graph, on the uint8 grid
+    (``v / 127.5 - 1``) as the engines make them from decoded frames. A graph with control
     inputs is run at each of :data:`VERIFY_CONTROLS` (the first, 1.0 and 1.0, by its defaults: not fed).
     """
     import onnxruntime as ort
@@ -225,6 +232,7 @@ def verify_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, seed: i
             h, w = h + (-h) % multiple, w + (-w) % multiple
         x = torch.rand(n, 3, h // 4 + 1, w // 4 + 1, generator=gen) * 2 - 1
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        x = torch.round((x + 1.0) * 127.5) / 127.5 - 1.0
         feed = {"input": x.numpy().astype(np.float16 if fp16 else np.float32)}
         if graph_controls:
             ref_net.set_controls(strength, outline)
@@ -234,7 +242,8 @@ def verify_onnx(net: nn.Module, path: str | Path, *, fp16: bool = False, seed: i
             ref = ref_net(x).numpy()
         out = session.run(None, feed)[0].astype(np.float32)
         if out.shape != ref.shape:
-            raise ValueError(f"ONNX output shape {out.shape} differs from PyTorch {ref.shape} for input {x.shape}")
+            raise VidtoonError(f"the ONNX export's output shape {out.shape} differs from PyTorch's {ref.shape} for "
+                               f"input {tuple(x.shape)} (please report this model: --engine torch runs it without an export)")
         worst = max(worst, float(np.abs(out - ref).max()))
     return worst
 

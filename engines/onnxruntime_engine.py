@@ -72,6 +72,17 @@ def check_cuda_provider(session: ort.InferenceSession) -> None:
         )
 
 
+def _probe_model() -> bytes:
+    """A one-node ONNX model (Identity), to see whether a provider loads before a generator is exported."""
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", io[:1], io[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8  # what every supported onnxruntime reads (onnx writes its newest by default)
+    return model.SerializeToString()
+
+
 class OnnxRuntimeEngine(Engine):
     """Runs a generator with ONNX Runtime.
 
@@ -98,24 +109,10 @@ class OnnxRuntimeEngine(Engine):
     ) -> None:
         cuda = device.startswith("cuda")
         self.fp16 = cuda if fp16 is None else fp16
-        #: the size multiple the generator pads to (8 for the fast one, 4 for the paper one; 8 when unknown)
-        self.multiple = 8
-        #: the look controls fed to a graph that takes them as inputs (a module's own values; a file: the defaults)
-        self.controls: dict[str, np.ndarray] = {}
-        if isinstance(generator, (str, Path)):
-            self.onnx_path = Path(generator)
-        else:
-            pad = getattr(generator, "pad", None)
-            self.multiple = getattr(pad, "multiple", 8)
-            from vidtoon.engines.onnx_export import cached_onnx, control_feed, has_controls
-
-            announce = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-            self.onnx_path = cached_onnx(generator, fp16=self.fp16, log=announce, aligned=True)
-            if has_controls(generator):
-                self.controls = control_feed(generator.strength, generator.outline)
         if threads is None:
             threads = default_threads(reserve=0)
         self.threads = threads
+        # the provider is checked first: an export takes a minute or more, for nothing if CUDA cannot run
         if cuda:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise VidtoonError("onnxruntime has no CUDA provider here (install onnxruntime-gpu, or use --engine torch)")
@@ -127,6 +124,23 @@ class OnnxRuntimeEngine(Engine):
             self.preferred_batch_size = self.threads
         self._providers = providers
         self._cuda = cuda
+        #: the size multiple the generator pads to (8 for the fast one, 4 for the paper one; 8 when unknown)
+        self.multiple = 8
+        #: the look controls fed to a graph that takes them as inputs (a module's own values; a file: the defaults)
+        self.controls: dict[str, np.ndarray] = {}
+        if isinstance(generator, (str, Path)):
+            self.onnx_path = Path(generator)
+        else:
+            pad = getattr(generator, "pad", None)
+            self.multiple = getattr(pad, "multiple", 8)
+            from vidtoon.engines.onnx_export import cached_onnx, control_feed, has_controls
+
+            if cuda:
+                check_cuda_provider(ort.InferenceSession(_probe_model(), session_options(1), providers=providers))
+            announce = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+            self.onnx_path = cached_onnx(generator, fp16=self.fp16, log=announce, aligned=True)
+            if has_controls(generator):
+                self.controls = control_feed(generator.strength, generator.outline)
         self.session = ort.InferenceSession(str(self.onnx_path), session_options(self.threads), providers=providers)
         if cuda:
             check_cuda_provider(self.session)

@@ -140,3 +140,22 @@ def test_onnxruntime_cuda_provider_that_loaded_is_used(monkeypatch):
     with OnnxRuntimeEngine(tiny("fast"), device="cuda:1", fp16=False, log=lambda m: None) as engine:
         assert engine.device == "cuda:1"
         assert engine.session.asked[0] == ("CUDAExecutionProvider", {"device_id": 1})
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_onnxruntime_cuda_is_checked_before_the_export(monkeypatch, listed):
+    """No CUDA provider (not in the wheel, or listed but failing to load): an error before any export,
+    which takes minutes for the shipped models."""
+    from nets import tiny
+
+    ort = _ort_with_cuda_that(monkeypatch, loads=False)
+    if not listed:
+        monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    from vidtoon.engines import onnx_export
+    from vidtoon.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    exported: list = []
+    monkeypatch.setattr(onnx_export, "cached_onnx", lambda *a, **k: exported.append(a) or pytest.fail("exported"))
+    with pytest.raises(VidtoonError, match="no CUDA provider" if not listed else "CUDA provider did not load"):
+        OnnxRuntimeEngine(tiny("fast"), device="cuda", fp16=True, log=lambda m: None)
+    assert exported == []

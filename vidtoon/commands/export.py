@@ -70,8 +70,6 @@ def _export_onnx(net: object, out: Path, fp16: bool) -> None:
             report = export_onnx(net, out, fp16=fp16)  # type: ignore[arg-type]
     except OSError as exc:
         raise VidtoonError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise VidtoonError(f"export check failed: {exc}") from exc
     click.echo(f"Checked against PyTorch: max abs difference {report.max_abs_diff:.2g} (tolerance {report.atol:g}, "
                f"[-1, 1] scale); exported in {time.perf_counter() - start:.0f} s")
 

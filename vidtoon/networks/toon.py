@@ -65,6 +65,21 @@ def texture(lum: torch.Tensor) -> torch.Tensor:
     return (1.0 - mean_vec / (length + 1e-3)).clamp(0.0, 1.0)
 
 
+def frame_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 for the outline decisions; an fp16 ``x`` is first put back onto the uint8 grid.
+
+    Every engine feeds the generators uint8 frames (``v / 127.5 - 1``); in fp16 that value is rounded (by up
+    to 0.03 of a level), and the rounding alone moved gradient magnitudes near a Canny threshold across it:
+    an fp16 graph fed an fp16 frame differed from float32 on the same uint8 frame by whole line pixels
+    (0.184 in [-1, 1] units for the shipped default), although it made every decision in float32. fp16
+    keeps 10 bits, so each level (1/127.5 apart) is recovered exactly: ``round((x + 1) * 127.5)``, then
+    the engines' own arithmetic in float32 (``/ 127.5 - 1``), and the decisions are those of float32.
+    """
+    if x.dtype != torch.float16:
+        return x.float()
+    return torch.round((x.float() + 1.0) * 127.5) / 127.5 - 1.0
+
+
 def soft_quantize(lum: torch.Tensor, bins: int, sharpness: torch.Tensor) -> torch.Tensor:
     """Luminance in [0, 1] onto ``bins + 1`` tones with smooth steps (Winnemoeller et al. 2006, continuous form).
 
@@ -180,10 +195,12 @@ class ToonGenerator(LookControls, nn.Module):
             # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
             # float32: whether a pixel is a line is a threshold test, and in fp16 magnitudes near a
             # threshold come out on the other side (whole line pixels differing from the fp32 result)
-            # (weights from the constant, not the luma buffer: that is rounded to fp16 when the network is)
-            xf = xp.float()
+            # (weights from the constant, not the luma buffer: that is rounded to fp16 when the network is;
+            # the learned bias is upsampled in float32 too, it is added before the threshold)
+            xf = frame_float32(xp)
             gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            bias = None if ink_low is None else up(ink_low).float()
+            bias = None if ink_low is None else F.interpolate(ink_low.float(), scale_factor=4.0, mode="bilinear",
+                                                              align_corners=False)
             line = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"], bias)
             if cfg.get("texture_lines", 0.0):
                 # lighter lines in texture (grass, foliage, water): no cartoon traces them, although the
