@@ -25,12 +25,14 @@ directions; all masks are computed at that size; only the warp and the blend run
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from vidtoon.metrics import check_frame, non_occluded, pixel_grid, warp
 
-__all__ = ["Stabilizer"]
+__all__ = ["Motion", "Stabilizer"]
 
 # photometric error (max over RGB of |warped previous input - current input|, 0..255, on the small frames
 # blurred with a Gaussian of _PHOTO_SIGMA small-grid pixels) below _PHOTO_LO keeps the full weight, above
@@ -51,6 +53,16 @@ _MIN_RELIABLE = 0.15
 _HIST_BINS = 32
 # remap's flag for maps that hold displacements rather than absolute coordinates (OpenCV >= 4.10)
 _RELATIVE_MAP: int | None = getattr(cv2, "WARP_RELATIVE_MAP", None)
+
+
+@dataclass
+class Motion:
+    """How a frame moved since the previous one, on the stabilizer's small grid (``flow_max_side``)."""
+
+    #: flow from the current to the previous frame, h x w x 2 float32, in small-grid pixels
+    flow: np.ndarray
+    #: blend weight of the warped previous output, h x w float32 in [0, strength]
+    weight: np.ndarray
 
 
 def _histogram(small_gray: np.ndarray) -> np.ndarray:
@@ -89,6 +101,7 @@ class Stabilizer:
         self._prev_gray: np.ndarray | None = None  # previous input, small, grey
         self._prev_hist: np.ndarray | None = None
         self._prev_out: np.ndarray | None = None  # previous stabilized output, full size
+        self._prev_shape: tuple[int, ...] | None = None  # previous input frame's shape
         #: frames since the last reset that were blended / that started a new shot (for tests and logs)
         self.blended = 0
         self.cuts = 0
@@ -102,6 +115,7 @@ class Stabilizer:
 
         Both are HxWx3 uint8 RGB of the same size; returns a new HxWx3 uint8 RGB array. The first frame
         after :meth:`reset`, after a scene cut or after a size change is returned unchanged (as a copy).
+        Same as :meth:`analyse` then :meth:`blend`.
         """
         check_frame(src_rgb, "input frame")
         check_frame(toon_rgb, "stylized frame")
@@ -109,24 +123,40 @@ class Stabilizer:
             raise ValueError(f"input frame {src_rgb.shape} and stylized frame {toon_rgb.shape} differ in size")
         if self.strength == 0.0:
             return toon_rgb.copy()
+        return self.blend(toon_rgb, self.analyse(src_rgb))
+
+    def analyse(self, src_rgb: np.ndarray) -> Motion | None:
+        """The motion of input frame ``src_rgb`` since the previous one: flow and blend weight on the small
+        grid, or None when the frame starts a shot (first after :meth:`reset`, a cut, a size change, or
+        strength 0). Needs only the input frames, in order: it can run ahead of the stylization (in its
+        own thread; :class:`vidtoon.stabilize_device.DeviceBlender` then blends on a GPU)."""
+        check_frame(src_rgb, "input frame")
+        if self.strength == 0.0:
+            return None
         h, w = src_rgb.shape[:2]
         small = cv2.resize(src_rgb, self._small_size(h, w), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         hist = _histogram(gray)
-        weight = None
-        if self._prev_out is not None and self._prev_out.shape == toon_rgb.shape:
+        motion = None
+        if self._prev_small is not None and self._prev_shape == src_rgb.shape:
             cut = cv2.compareHist(self._prev_hist, hist, cv2.HISTCMP_BHATTACHARYYA) > self.cut_threshold
             if not cut:
                 flow, weight = self._flow_and_weight(small, gray)
-                if weight is None:
-                    cut = True
+                cut = weight is None
+                motion = None if weight is None else Motion(flow, weight)
             self.cuts += int(cut)
+            self.blended += int(motion is not None)
         self._prev_small, self._prev_gray, self._prev_hist = small, gray, hist
-        if weight is None:
+        self._prev_shape = src_rgb.shape
+        return motion
+
+    def blend(self, toon_rgb: np.ndarray, motion: Motion | None) -> np.ndarray:
+        """The stabilized frame: ``toon_rgb`` blended with the previous output along ``motion`` (from
+        :meth:`analyse` of the same frame), or a copy of it when ``motion`` is None. Call in frame order."""
+        if motion is None or self._prev_out is None or self._prev_out.shape != toon_rgb.shape:
             out = toon_rgb.copy()
         else:
-            out = self._blend(toon_rgb, flow, weight)
-            self.blended += 1
+            out = self._blend(toon_rgb, motion.flow, motion.weight)
         self._prev_out = out
         return out
 
