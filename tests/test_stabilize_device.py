@@ -1,6 +1,7 @@
 """The stabilizer's warp and blend in PyTorch (vidtoon.stabilize_device), run on the CPU against OpenCV's."""
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -44,3 +45,55 @@ def test_device_path_passes_first_frames_and_cuts_through() -> None:
     assert stab.cuts == 1
     assert np.array_equal(device[0], toons[0]) and np.array_equal(device[4], toons[4])
     assert all(np.abs(a.astype(np.int16) - b).max() <= 1 for a, b in zip(opencv, device))
+
+
+def _convert_recording(src, out, engine, monkeypatch) -> tuple[list[np.ndarray], set[str]]:
+    """Convert ``src`` with the stabilizer on; the frames handed to the encoder, and the threads that ran
+    the stabilizer's flow."""
+    import threading
+
+    from vidtoon import pipeline
+    from vidtoon.stabilize import Stabilizer
+
+    written: list[np.ndarray] = []
+    threads: set[str] = set()
+    real_write, real_analyse = pipeline.VideoWriter.write, Stabilizer.analyse
+
+    def write(self, rgb, *args, **kw):  # type: ignore[no-untyped-def]
+        written.append(rgb.copy())
+        return real_write(self, rgb, *args, **kw)
+
+    def analyse(self, src_rgb):  # type: ignore[no-untyped-def]
+        threads.add(threading.current_thread().name)
+        return real_analyse(self, src_rgb)
+
+    monkeypatch.setattr(pipeline.VideoWriter, "write", write)
+    monkeypatch.setattr(Stabilizer, "analyse", analyse)
+    pipeline.convert(src, out, engine=engine, batch_size=3, stabilize=True)
+    monkeypatch.undo()
+    return written, threads
+
+
+def test_pipeline_device_path_on_the_cpu_matches_the_opencv_path(tmp_path, identity_engine, monkeypatch) -> None:
+    """The GPU engines' path (flow in its own thread, warp and blend by DeviceBlender after inference),
+    forced onto the CPU, writes the frames the CPU engines' path writes, within 1 level."""
+    from conftest import packets, video_pts
+    from mediagen import make_video
+
+    from vidtoon import pipeline
+
+    src = make_video(tmp_path / "in.mp4", frames=14, size=(96, 64))
+    cpu, cpu_threads = _convert_recording(src, tmp_path / "cpu.mp4", identity_engine, monkeypatch)
+    assert cpu_threads == {"vidtoon-encode"}  # on the CPU nothing changed: analysed in the encoding thread
+    monkeypatch.setattr(pipeline, "_device_blender", lambda engine: DeviceBlender("cpu"))
+    dev, dev_threads = _convert_recording(src, tmp_path / "dev.mp4", identity_engine, monkeypatch)
+    assert dev_threads == {"vidtoon-flow"}
+    assert len(dev) == len(cpu) == 14
+    diffs = [int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(cpu, dev)]
+    assert max(diffs) <= 1, diffs
+    # the moving clip was really blended (identity engine: the stabilizer is what changes frames 1..13)
+    with av.open(str(src)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(decoded[1:], dev[1:])) > 1
+    assert video_pts(tmp_path / "dev.mp4") == video_pts(src)
+    assert packets(tmp_path / "dev.mp4", 1) == packets(src, 1)

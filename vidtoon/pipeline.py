@@ -4,7 +4,13 @@
 
     decode thread            main thread                 encode thread
     Reader.items() --q_in--> batches -> Engine.submit --q_out--> VideoWriter / audio tracks -> temp file
-                             (+ Stabilizer)
+                                                                 (+ Stabilizer)
+
+With an engine on a GPU the stabilizer is split (:mod:`vidtoon.stabilize_device`): its flow (OpenCV, on
+small frames) runs in a fourth thread between decoding and inference, ahead of the stylization, and the
+main thread warps and blends each stylized frame on the GPU as it collects the batch::
+
+    decode --q_in--> flow thread (Stabilizer.analyse) --q_flow--> main thread (+ DeviceBlender) --q_out--> encode
 
 The queues are bounded, so memory stays flat however long the video is. Items keep the input's demux
 order (video frames and audio/subtitle packets mixed), which is what lets the muxer interleave audio with
@@ -76,6 +82,16 @@ def _stabilizer(opts: ConvertOptions) -> Any:
     return Stabilizer(strength=opts.stabilize_strength)
 
 
+def _device_blender(engine: Engine) -> Any:
+    """A :class:`~vidtoon.stabilize_device.DeviceBlender` on the engine's GPU, or None for a CPU engine
+    (there the OpenCV warp and blend stay in the encoding thread, which overlaps inference already)."""
+    if _on_cpu(engine):
+        return None
+    from vidtoon.stabilize_device import DeviceBlender
+
+    return DeviceBlender(engine.device.split()[0])  # "cuda:0 (NVIDIA H200)" -> "cuda:0"
+
+
 class _Conversion:
     """One run of the three stages: what they share, and each stage as a method."""
 
@@ -85,10 +101,14 @@ class _Conversion:
         # the engine knows what suits it (ONNX Runtime on a CPU: one frame per core, run side by side)
         self.batch = opts.batch_for(engine.device, getattr(engine, "preferred_batch_size", None))
         self.stabilizer = _stabilizer(opts)
+        #: the stabilizer's warp and blend on the engine's GPU (None: on the CPU, in the encoding thread)
+        self.blender = _device_blender(engine) if self.stabilizer is not None else None
         self.stop = threading.Event()
         depth = _queue_depth(job.size, self.batch)
         self.q_in: queue.Queue = queue.Queue(maxsize=depth)
         self.q_out: queue.Queue = queue.Queue(maxsize=depth)
+        #: what inference reads: the decoded items, or with a blender those the flow thread has analysed
+        self.q_flow: queue.Queue = queue.Queue(maxsize=depth) if self.blender is not None else self.q_in
         kept = [p.stream.index for p in job.plans if p.action != "drop"]
         self.reader = Reader(job.info, kept, job.size, opts.start, opts.end)
         self.out: av.container.OutputContainer | None = None
@@ -108,6 +128,8 @@ class _Conversion:
             self._open_output(path)
             self.stages = [Stage("vidtoon-decode", self._decode, self.stop),
                            Stage("vidtoon-encode", self._encode, self.stop)]
+            if self.blender is not None:
+                self.stages.insert(1, Stage("vidtoon-flow", self._flow, self.stop))
             for s in self.stages:
                 s.start()
             self._infer()
@@ -142,11 +164,20 @@ class _Conversion:
             put(self.q_in, item, self.stop)
         put(self.q_in, END, self.stop)
 
+    def _flow(self) -> None:
+        """The stabilizer's flow and blend weight of every frame, in order, ahead of inference (GPU engines:
+        OpenCV releases the GIL, so this overlaps inference, the blends and encoding)."""
+        while (item := get(self.q_in, self.stop)) is not END:
+            if isinstance(item, VideoItem):
+                item.motion = self.stabilizer.analyse(item.rgb)
+            put(self.q_flow, item, self.stop)
+        put(self.q_flow, END, self.stop)
+
     def _encode(self) -> None:
         assert self.writer is not None and self.out is not None
         while (item := get(self.q_out, self.stop)) is not END:
             if isinstance(item, VideoItem):
-                if self.stabilizer is not None:
+                if self.stabilizer is not None and self.blender is None:
                     # here rather than after inference: it then overlaps the next batch's inference
                     # (OpenCV releases the GIL), and frames arrive in order, as it needs
                     item.rgb = self.stabilizer.apply(item.source, item.rgb)
@@ -163,14 +194,14 @@ class _Conversion:
 
     def _infer(self) -> None:
         """The main thread's stage: batches of frames through the engine, in order, to the encoder."""
-        keep_source = self.stabilizer is not None or self.job.compare is not None
+        keep_source = (self.stabilizer is not None and self.blender is None) or self.job.compare is not None
         pending: list[Any] = []
         n_video = 0
         # batches submitted to the engine and not yet collected, oldest first (a GPU engine copies the next
         # batch in and the previous one out while it runs one: Engine.in_flight)
         submitted: collections.deque[tuple[list[Any], Callable[[], None]]] = collections.deque()
         while True:
-            item = get(self.q_in, self.stop)
+            item = get(self.q_flow, self.stop)
             if item is not END:
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
@@ -189,6 +220,9 @@ class _Conversion:
         items, finish = batch
         finish()
         for p in items:
+            if self.blender is not None and isinstance(p, VideoItem):
+                p.rgb = self.blender.blend(p.rgb, p.motion)  # in frame order, as the blends chain
+                p.motion = None
             put(self.q_out, p, self.stop)
         if self.progress is not None:
             self.progress(self.frames, self.total)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -65,6 +66,7 @@ class VideoItem:
     pts: int  # in VideoInfo.time_base, already shifted by --start
     duration: int  # in VideoInfo.time_base (0 when unknown)
     source: np.ndarray | None = None  # the decoded frame, kept after stylization only for the stabilizer
+    motion: Any = None  # the stabilizer's flow for this frame, when it runs ahead (GPU engines; stabilize.Motion)
 
 
 @dataclass
