@@ -73,7 +73,9 @@ def test_shipped_model_in_fp16_matches_float32(size: tuple[int, int], model: str
         ref = net.float()(u8.float().div_(127.5).sub_(1.0))
         try:
             out = net.half()(u8.half().div_(127.5).sub_(1.0)).float()
-        except RuntimeError as exc:  # an old PyTorch without fp16 kernels on the CPU
+        except RuntimeError as exc:  # an old PyTorch without fp16 kernels on the CPU (anything else fails)
+            if "not implemented for 'Half'" not in str(exc):
+                raise
             pytest.skip(f"no fp16 on this CPU build: {exc}")
     worst = float((out - ref).abs().max()) / LEVEL
     assert worst <= 1.0, f"fp16 differs from float32 by {worst:.2f} levels"

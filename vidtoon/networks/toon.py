@@ -234,7 +234,8 @@ class ToonGenerator(LookControls, nn.Module):
         guide = mean4 if guide_corr is None else mean4 + guide_corr
         prob = barrier = None
         if cfg.get("lines") == "student":
-            prob = self.edges(xp.float())  # edge probability, N x 1 x H x W (float32: thresholds follow)
+            # edge probability, N x 1 x H x W, in float32 on the exact frame (thresholds follow; frame_float32)
+            prob = self.edges(frame_float32(xp))
             if cfg.get("barrier", 0.0):
                 # object borders the student sees stop the diffusion, soft or dark ones included
                 barrier = F.max_pool2d(prob, 4) * (s * cfg["barrier"])
