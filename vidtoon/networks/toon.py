@@ -184,8 +184,8 @@ class ToonGenerator(LookControls, nn.Module):
             if cfg.get("detail", 0.0):
                 # inner detail the edge map leaves out at small sizes (eyes, nose and mouth of small faces:
                 # HED draws a face's outline, not its features): the photo's thin Canny lines, lighter, away
-                # from the strokes and faded out in texture
-                xf = xp.float()
+                # from the strokes and faded out in texture (on the frame's exact levels: frame_float32)
+                xf = frame_float32(xp)
                 gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
                 fine = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"])
                 fine = fine * (1.0 - cfg.get("texture_lines", 0.0) * up(texture(lum4)).float())
