@@ -87,7 +87,7 @@ def edge_look(net: ToonGenerator) -> Look:
     cfg = net.config
     return {"strokes": (cfg["stroke_low"], cfg["stroke_high"]), "barrier": cfg["barrier"],
             "headroom": cfg["headroom"], "saturation": cfg["saturation"], "iters": cfg["iters"],
-            "sigma": round(float(net.log_sigma.exp()), 4)}
+            "sigma": round(float(net.log_sigma.detach().exp()), 4)}
 
 
 def edge_builder(base: ToonGenerator) -> Callable[[Look], ToonGenerator]:
