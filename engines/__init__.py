@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,13 @@ def resolve_engine(name: str, device: str = "auto") -> tuple[str, str]:
     return name, device
 
 
-def create_engine(name: str, generator: Any, device: str = "auto", **options: Any) -> Engine:
-    """Create engine ``name`` (or the best one for ``auto``) running ``generator`` on ``device``."""
+def create_engine(name: str, generator: Any, device: str = "auto", *, quiet: bool = False, **options: Any) -> Engine:
+    """Create engine ``name`` (or the best one for ``auto``) running ``generator`` on ``device``; ``quiet``: no
+    lines or spinner while it starts (an ONNX export), for engines that would print them."""
     name, device = resolve_engine(name, device)
     cls = engine_class(name)
+    if quiet and "quiet" in inspect.signature(cls.__init__).parameters:
+        options["quiet"] = True
     missing = [] if isinstance(generator, (str, Path)) else missing_packages(name)
     if missing:
         from vidtoon.errors import VidtoonError

@@ -106,6 +106,7 @@ class OnnxRuntimeEngine(Engine):
         threads: int | None = None,
         fp16: bool | None = None,
         log: Callable[[str], None] | None = None,
+        quiet: bool = False,
     ) -> None:
         cuda = device.startswith("cuda")
         self.fp16 = cuda if fp16 is None else fp16
@@ -137,7 +138,8 @@ class OnnxRuntimeEngine(Engine):
 
             if cuda:
                 check_cuda_provider(ort.InferenceSession(_probe_model(), session_options(1), providers=providers))
-            announce = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+            # the export of a model's first run is announced (and a spinner runs) unless quiet
+            announce = None if quiet else (log or (lambda msg: print(msg, file=sys.stderr, flush=True)))
             self.onnx_path = cached_onnx(generator, fp16=self.fp16, log=announce, aligned=True)
             if has_controls(generator):
                 self.controls = control_feed(generator.strength, generator.outline)

@@ -206,3 +206,16 @@ def test_strength_and_outline_shape_the_look(tmp_path: Path, capsys) -> None:
     assert code == 2 and "--strength" in err
     code, _, err = run(["image", tmp_path / "nothing.png", "--outline", "3"], capsys)
     assert code == 2 and "--outline" in err
+
+
+def test_quiet_convert_says_nothing_while_the_model_is_exported(tmp_path: Path, tiny_model: Path, capsys,
+                                                                monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("VIDTOON_CACHE_DIR", str(tmp_path / "cache"))
+    src = make_video(tmp_path / "in.mp4", frames=4, audio=None)
+    code, out, err = run(["convert", src, "-q", "--engine", "onnxruntime", "--model", tiny_model], capsys)
+    assert code == 0, err
+    assert (out, err) == ("", "") and (tmp_path / "in_toon.mp4").is_file()
+    code, out, err = run(["convert", src, "-o", tmp_path / "loud.mp4", "--engine", "onnxruntime", "--model",
+                          tiny_model, "--strength", "0.5"], capsys)
+    assert code == 0 and "Exporting" not in err  # the first export serves every strength

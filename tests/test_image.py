@@ -173,3 +173,16 @@ def test_load_image_palette_and_grey16(tmp_path: Path) -> None:
     grey.save(tmp_path / "g.png")
     rgb, alpha, _ = load_image(tmp_path / "g.png")
     assert alpha is None and abs(int(rgb[0, 0, 0]) - 128) <= 1
+
+
+def test_quiet_prints_nothing_not_even_a_first_export(tmp_path: Path, toon_model: Path, capsys,
+                                                      monkeypatch) -> None:
+    """Issue 20: `vidtoon image` had no --quiet, and the ONNX export's lines printed whatever the command."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("VIDTOON_CACHE_DIR", str(tmp_path / "cache"))  # a first run: the model is exported
+    Image.fromarray(_picture(40, 30)).save(tmp_path / "a.png")
+    code, out, err = run(["image", str(tmp_path / "a.png"), "-q", "--engine", "onnxruntime", "--model",
+                          str(toon_model)], capsys)
+    assert code == 0, err
+    assert (out, err) == ("", "") and (tmp_path / "a_toon.png").is_file()
+    assert list((tmp_path / "cache" / "onnx").iterdir())  # it did export

@@ -219,7 +219,7 @@ def engine_threads(device: str, jobs: int, cpus: int | None = None) -> int | Non
 
 
 @contextmanager
-def local_engines(options: ConvertOptions, jobs: int) -> Iterator[tuple[Any, list[Any]]]:
+def local_engines(options: ConvertOptions, jobs: int, quiet: bool = False) -> Iterator[tuple[Any, list[Any]]]:
     """Load the model once and yield (generator, ``jobs`` engines running it), closed afterwards.
 
     On the CPU the cores are shared between the jobs: ONNX Runtime through each session's own thread count
@@ -239,6 +239,8 @@ def local_engines(options: ConvertOptions, jobs: int) -> Iterator[tuple[Any, lis
     generator = load_generator(options.model, "cpu", options.strength, options.outline)  # once for the batch
     engines: list[Any] = []
     try:
+        if quiet:
+            extra["quiet"] = True
         engines += [create_engine(name, generator, device=device, **extra) for _ in range(jobs)]
         yield generator, engines
     finally:
@@ -247,7 +249,7 @@ def local_engines(options: ConvertOptions, jobs: int) -> Iterator[tuple[Any, lis
         torch.set_num_threads(torch_threads)
 
 
-def run_local(items: Sequence[BatchItem], options: ConvertOptions, *, jobs: int = 1,
+def run_local(items: Sequence[BatchItem], options: ConvertOptions, *, jobs: int = 1, quiet: bool = False,
               **callbacks: Any) -> list[FileResult]:
     """Convert ``items`` on this machine with ``jobs`` engines on one loaded model (none loaded when every
     file is skipped or broken). ``callbacks``: those of :func:`run_batch`."""
@@ -255,17 +257,18 @@ def run_local(items: Sequence[BatchItem], options: ConvertOptions, *, jobs: int 
     todo = [it for it in items if precheck(it, overwrite) is None]
     if not todo:
         return run_batch(items, fields, engines=[None], overwrite=overwrite, **callbacks)
-    with local_engines(options, max(1, min(jobs, len(todo)))) as (generator, engines):
+    with local_engines(options, max(1, min(jobs, len(todo))), quiet) as (generator, engines):
         return run_batch(items, fields, engines=engines, generator=generator, overwrite=overwrite, **callbacks)
 
 
 def convert_batch(items: Sequence[BatchItem], options: ConvertOptions, *, jobs: int = 1, ray: Any = None,
-                  on_message: Callable[[str], None] | None = None, **callbacks: Any) -> list[FileResult]:
+                  on_message: Callable[[str], None] | None = None, quiet: bool = False,
+                  **callbacks: Any) -> list[FileResult]:
     """Convert ``items`` with ``options``: here (:func:`run_local`) or, with ``ray``
     (:class:`vidtoon.batch_ray.RayOptions`), on that Ray cluster. ``callbacks``: those of :func:`run_batch`;
     ``on_message`` gets the Ray cluster's one-line news."""
     if ray is None:
-        return run_local(items, options, jobs=jobs, **callbacks)
+        return run_local(items, options, jobs=jobs, quiet=quiet, **callbacks)
     from vidtoon.batch_ray import run_batch_ray
 
     return run_batch_ray(items, per_file_options(options), model=options.model, engine=options.engine,

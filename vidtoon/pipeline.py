@@ -55,7 +55,8 @@ _QUEUE_BYTES = 256 * 2**20
 Progress = Callable[[int, int | None], None]
 
 
-def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> tuple[Engine, bool]:
+def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions,
+                 quiet: bool = False) -> tuple[Engine, bool]:
     """The engine to use and whether this call owns it (and must close it)."""
     if isinstance(engine, Engine):
         return engine, False
@@ -65,7 +66,7 @@ def _make_engine(engine: str | Engine, generator: Any, opts: ConvertOptions) -> 
         from vidtoon.models import load_generator
 
         generator = load_generator(opts.model, "cpu", opts.strength, opts.outline)
-    return create_engine(engine, generator, device=opts.device), True
+    return create_engine(engine, generator, device=opts.device, quiet=quiet), True
 
 
 def _queue_depth(size: tuple[int, int], batch: int) -> int:
@@ -312,7 +313,7 @@ def _ends_early(info: VideoInfo, last_end: Any, cut: bool) -> bool:
 
 def convert(input: str | Path, output: str | Path | None = None, options: ConvertOptions | None = None, *,
             engine: str | Engine | None = None, progress: Progress | None = None, generator: Any | None = None,
-            **fields: Any) -> ConvertResult:
+            quiet: bool = False, **fields: Any) -> ConvertResult:
     """Convert ``input`` to a cartoon video at ``output`` (default ``<stem>_toon.mp4`` beside it).
 
     ``options`` holds how (default: :class:`vidtoon.options.ConvertOptions`'s defaults, which are those of
@@ -323,15 +324,16 @@ def convert(input: str | Path, output: str | Path | None = None, options: Conver
     closed here: batch conversions load the model once); ``generator`` a preloaded generator module used
     instead of ``model`` (its controls as set; ``strength``/``outline`` apply to ``model``).
     ``progress(done, total)`` is called from this thread after every batch (``total`` is an estimate, or
-    None). Raises VidtoonError for anything the user can fix; the output file exists only if the conversion
-    completed.
+    None). ``quiet``: the engine prints nothing while it starts (the lines and spinner of a first ONNX
+    export). Raises VidtoonError for anything the user can fix; the output file exists only if the
+    conversion completed.
     """
     called = time.perf_counter()
     if engine is not None:
         fields["engine"] = engine if isinstance(engine, str) else engine.name
     opts = (dataclasses.replace(options, **fields) if options is not None else ConvertOptions(**fields)).validate()
     job = prepare(input, output, opts)
-    eng, owned = _make_engine(engine if isinstance(engine, Engine) else opts.engine, generator, opts)
+    eng, owned = _make_engine(engine if isinstance(engine, Engine) else opts.engine, generator, opts, quiet)
     startup = time.perf_counter() - called
     try:
         with _opencv_threads(1 if _on_cpu(eng) else None):

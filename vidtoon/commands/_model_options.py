@@ -51,13 +51,14 @@ model_options = with_convert_params(MODEL_OPTIONS)
 
 @contextmanager
 def engine_from_options(model: str, engine: str, device: str, strength: float = 1.0,
-                        outline: float = 1.0) -> Iterator[Any]:
-    """Load ``model`` once (with its look controls) and yield an engine running it (closed afterwards)."""
+                        outline: float = 1.0, quiet: bool = False) -> Iterator[Any]:
+    """Load ``model`` once (with its look controls) and yield an engine running it (closed afterwards);
+    ``quiet``: nothing printed while the engine starts (an ONNX export)."""
     from vidtoon.engines import create_engine
     from vidtoon.models import load_generator
 
     generator = load_generator(model, "cpu", strength, outline)
-    eng = create_engine(engine, generator, device=device)
+    eng = create_engine(engine, generator, device=device, quiet=quiet)
     try:
         yield eng
     finally:

@@ -134,7 +134,8 @@ def _run(items: list, out_dir: Path, input_dir: Path, options: Any, jobs: int, r
                                 description=f"all files ({len(tally.results)}/{len(items)})")
 
             results = convert_batch(items, options, jobs=jobs, ray=ray, on_start=on_start, on_progress=on_progress,
-                                    on_done=on_done, on_message=lambda text: console.print(escape(text)))
+                                    on_done=on_done, on_message=lambda text: console.print(escape(text)),
+                                    quiet=quiet)
     except KeyboardInterrupt:
         if report is not None:
             write_report(report, tally.results, report_meta(input_dir, out_dir, options, ray, started, True))

@@ -101,7 +101,7 @@ def convert_cmd(input: str, output: str | None, no_audio: bool, quiet: bool, deb
 
     console = Console(stderr=True, highlight=False)
     with progress_bar("Converting", quiet=quiet, console=console) as progress:
-        result = convert(input, output, opts, progress=progress)
+        result = convert(input, output, opts, progress=progress, quiet=quiet)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     if not quiet:

@@ -16,10 +16,11 @@ from vidtoon.commands._model_options import MODEL_OPTIONS, engine_from_options, 
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality of the outputs.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("-q", "--quiet", is_flag=True, help="No line per image and no messages while the model starts.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, model: str, strength: float,
               outline: float, engine: str, device: str,
-              max_side: int | None, compare: bool, quality: int, overwrite: bool, debug: bool) -> None:
+              max_side: int | None, compare: bool, quality: int, overwrite: bool, quiet: bool, debug: bool) -> None:
     """Stylize still images (JPEG, PNG, WebP) or every image in folders.
 
     EXIF orientation is applied (outputs are stored upright), transparency is kept, and each output is
@@ -44,6 +45,8 @@ def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, mode
     failures: list[tuple[str, str]] = []  # (input, error)
 
     def report(result: ImageResult) -> None:
+        if result.ok and quiet:
+            return
         if result.ok:
             w, h = result.size
             console.print(f"{escape(str(result.job.output))}  [dim]{w}x{h}, {result.seconds:.2f} s[/dim]")
@@ -54,7 +57,7 @@ def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, mode
             if len(jobs) > 1:  # a single image's failure is the final Error: line
                 console.print(f"[red]failed[/red] {escape(str(result.job.input))}: {escape(result.error)}")
 
-    with engine_from_options(model, engine, device, strength, outline) as eng:
+    with engine_from_options(model, engine, device, strength, outline, quiet=quiet) as eng:
         stylize_files(eng, jobs, max_side=max_side, overwrite=overwrite, quality=quality, on_result=report,
                       compare=compare)
     if failures:
