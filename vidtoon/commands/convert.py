@@ -67,7 +67,7 @@ class TimeParam(click.ParamType):
 @click.option("--stabilize/--no-stabilize", default=_D.stabilize, show_default=True,
               help="Reduce frame-to-frame flicker of the stylization (optical-flow guided; about 11% slower at 720p).")
 @click.option("--stabilize-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=_D.stabilize_strength,
-              show_default=True, help="How steady --stabilize makes the result (0..1).")
+              show_default=True, help="How steady --stabilize makes the result (0 up to, not including, 1).")
 @click.option("--compare", is_flag=True,
               help="Write the original and the cartoon side by side (one above the other for portrait "
                    "pictures) in one output, named <name>_compare.<ext> by default.")
