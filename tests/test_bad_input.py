@@ -69,6 +69,7 @@ def test_truncated_mkv_converts_what_it_holds_with_warning(tmp_path: Path, tiny_
         n = sum(1 for _ in c.decode(video=0))
     assert 10 < n < 48
     assert f"{n} frames" in stdout
+    assert f"converted the {n} frames it holds of the 48 its header announces ({48 - n} lost)" in err  # a count
 
 
 def test_corrupt_packets_mid_stream_keep_going_with_count(tmp_path: Path, tiny_model: Path, capsys) -> None:

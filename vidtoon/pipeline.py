@@ -237,7 +237,10 @@ class _Conversion:
             warnings.append(f"{name} is damaged: {stats.decode_errors} packets could not be decoded, "
                             f"{stats.corrupt_frames} frames were concealed ({frames} frames written)")
         if stats.truncated or _ends_early(job.info, stats.last_end, cut=job.cut):
-            warnings.append(f"{name} ends early (truncated?): converted the {frames} frames it holds")
+            announced = job.info.frames if not job.cut else None
+            lost = f" of the {announced} its header announces ({announced - frames} lost)" \
+                if announced and announced > frames else ""
+            warnings.append(f"{name} ends early (truncated?): converted the {frames} frames it holds{lost}")
         if stats.fixed_pts:
             warnings.append(f"{stats.fixed_pts} frames had missing or repeated timestamps and were re-timed")
         return warnings
