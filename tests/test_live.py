@@ -117,6 +117,14 @@ def test_the_source_is_checked_before_the_engine_starts(tmp_path: Path, toon_mod
     assert code == 1 and "does not exist" in err and started == []
 
 
+def test_quiet_keeps_only_the_summary(clip: Path, toon_model: Path, capsys) -> None:
+    code, err = run(["live", "--source", str(clip), "--no-window", "--frames", "5", "-q", "--model", str(toon_model)],
+                    capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "5 frames stylized" in lines[0], err
+
+
 def test_source_errors(tmp_path: Path, toon_model: Path, capsys) -> None:
     if not Path("/dev/video7").exists():
         code, err = run(["live", "--camera", "7", "--no-window", "--model", str(toon_model)], capsys)

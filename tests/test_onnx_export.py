@@ -262,3 +262,11 @@ def test_cli_export_errors(tmp_path, capsys, monkeypatch):
         assert code == 1 and err.startswith("Error:")
         assert "vidtoon[tensorrt]" in err or "CUDA GPU" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pt"]
+
+
+def test_cli_export_quiet(tmp_path, capsys, monkeypatch):
+    export_generator(tiny("fast"), "fast", tmp_path / "g.pt")
+    code, out, err = _vidtoon("export", "--model", "g.pt", "--engine", "onnx", "-o", "g.onnx", "-q", cwd=tmp_path,
+                              capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert (out, err) == ("", "") and (tmp_path / "g.onnx").is_file()

@@ -30,8 +30,10 @@ def _parse_size(text: str) -> tuple[int, int]:
               help="File to write (its folder is created if missing), or a folder to write MODEL.onnx/.engine in.")
 @click.option("--size", default="1280x720", show_default=True, help="(tensorrt) frame size WIDTHxHEIGHT it is built for.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="(tensorrt) largest batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No spinner and no lines (errors only).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batch: int, debug: bool) -> None:
+def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batch: int, quiet: bool,
+               debug: bool) -> None:
     """Export a generator to ONNX (dynamic batch/height/width, checked against PyTorch) or a TensorRT engine.
 
     The ONNX graph takes and returns `input`/`output`: N x 3 x H x W RGB in [-1, 1] (float32, or float16
@@ -53,28 +55,32 @@ def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batc
     out.parent.mkdir(parents=True, exist_ok=True)
     precision = "fp16" if fp16 else "fp32"
     if engine == "onnx":
-        _export_onnx(net, out, fp16)
+        _export_onnx(net, out, fp16, quiet)
     else:
-        _export_tensorrt(net, out, fp16, width, height, batch)
-    click.echo(f"Wrote {out} ({engine}, {precision})")
+        _export_tensorrt(net, out, fp16, width, height, batch, quiet)
+    if not quiet:
+        click.echo(f"Wrote {out} ({engine}, {precision})")
 
 
-def _export_onnx(net: object, out: Path, fp16: bool) -> None:
+def _export_onnx(net: object, out: Path, fp16: bool, quiet: bool = False) -> None:
     from vidtoon.engines import engine_class
     from vidtoon.engines.onnx_export import export_onnx
 
     engine_class("onnxruntime")  # the check needs onnxruntime: fail with the pip extra if it is missing
     start = time.perf_counter()
     try:
-        with activity("Exporting to ONNX and checking it against PyTorch"):  # tens of seconds on a CPU
+        with activity("Exporting to ONNX and checking it against PyTorch", quiet):  # tens of seconds on a CPU
             report = export_onnx(net, out, fp16=fp16)  # type: ignore[arg-type]
     except OSError as exc:
         raise VidtoonError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    if quiet:
+        return
     click.echo(f"Checked against PyTorch: max abs difference {report.max_abs_diff:.2g} (tolerance {report.atol:g}, "
                f"[-1, 1] scale); exported in {time.perf_counter() - start:.0f} s")
 
 
-def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int, batch: int) -> None:
+def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int, batch: int,
+                     quiet: bool = False) -> None:
     import tempfile
 
     import torch
@@ -87,15 +93,17 @@ def _export_tensorrt(net: object, out: Path, fp16: bool, width: int, height: int
         raise VidtoonError("building a TensorRT engine needs a CUDA GPU (export --engine onnx works anywhere)")
     from vidtoon.engines.tensorrt_engine import build_plan, profile_shapes
 
-    click.echo(f"Building a TensorRT engine for {width}x{height}, batch up to {batch}; this takes a few minutes", err=True)
+    if not quiet:
+        click.echo(f"Building a TensorRT engine for {width}x{height}, batch up to {batch}; this takes a few minutes",
+                   err=True)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "generator.onnx"
         try:
-            with activity("Exporting to ONNX"):
+            with activity("Exporting to ONNX", quiet):
                 export_onnx(net, onnx_path, fp16=fp16, controls=False)  # type: ignore[arg-type]
         except ValueError as exc:  # the ONNX export's own check against PyTorch
             raise VidtoonError(f"export check failed: {exc}") from exc
-        with activity("Building the TensorRT engine"):
+        with activity("Building the TensorRT engine", quiet):
             plan = build_plan(onnx_path, profile_shapes(height, width, batch))
     try:
         write_bytes(out, plan)

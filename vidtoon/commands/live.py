@@ -1,7 +1,9 @@
 """``vidtoon live``: a live cartoon preview of the webcam (or any video source)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,10 +29,11 @@ from vidtoon.commands._model_options import engine_from_options, model_options
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Where the s (snapshot) and r (record) keys write their files.")
 @click.option("--no-fps", is_flag=True, help="Do not draw the FPS counter on the window.")
+@click.option("-q", "--quiet", is_flag=True, help="No status line and no messages while the model starts (the summary stays).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, engine: str,
              device: str, max_side: int, window: bool | None, side_by_side: bool, record: Path | None, frames: int | None,
-             save_dir: Path, no_fps: bool, debug: bool) -> None:
+             save_dir: Path, no_fps: bool, quiet: bool, debug: bool) -> None:
     """Show a live cartoon of the webcam in a window.
 
     A capture thread keeps only the newest camera frame and the engine always works on it, so the
@@ -58,9 +61,11 @@ def live_cmd(camera: int, source: str | None, model: str, strength: float, outli
                           side_by_side=side_by_side, record=record, frames=frames, save_dir=save_dir,
                           show_fps=not no_fps)
     options.validate()
-    status = console.status("starting...")
+    status: Any = console.status("starting...") if not quiet else contextlib.nullcontext()
 
     def on_status(stats, fps: float) -> None:  # type: ignore[no-untyped-def]
+        if quiet:
+            return
         rec = "  [red]recording[/red]" if stats.recordings or record else ""
         status.update(f"{escape(stats.source)}: {stats.frames} frames, {fps:.1f} fps at "
                       f"{stats.size[0]}x{stats.size[1]}{rec}")
@@ -68,7 +73,7 @@ def live_cmd(camera: int, source: str | None, model: str, strength: float, outli
     session = LiveSession(None, options, on_status)
     session.open()  # the camera (or source), the display and --record first: before a model export
     try:
-        with engine_from_options(model, engine, device, strength, outline) as eng:
+        with engine_from_options(model, engine, device, strength, outline, quiet=quiet) as eng:
             session.engine = eng
             with status:
                 stats = session.run()

@@ -61,11 +61,12 @@ def _g_config(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no log lines (the final line stays).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_steps, steps, batch, crop, lr,
               init_lr, lr_decay_every, gan_loss, content_net, content_weights, content_weight, surface_weight,
               target, adv_weight, flat_weight, d_width, spectral, cartoon_kinds, holdout, sample_every, checkpoint_every, device,
-              threads, seed, dry_run, debug):
+              threads, seed, dry_run, quiet, debug):
     """Train a CartoonGAN generator (initialization phase, then edge-promoting adversarial phase).
 
     Writes a numbered run folder under --out: options.json, checkpoints/latest.pt, results/ sample grids,
@@ -92,7 +93,7 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
 
     from vidtoon.trainer.loop import train
 
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other processes train silently, rank 0 reports
+    if quiet or int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other processes train silently
         train(opts, resume=resume, log=lambda m: None)
         return
     console = Console(stderr=True)
