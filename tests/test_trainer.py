@@ -86,7 +86,7 @@ def test_train_both_phases_writes_run_and_exports(data, tmp_path: Path) -> None:
             assert np.isfinite(float(r[key]))
     assert np.isfinite(float(rows[-1]["loss_d"])) and float(rows[-1]["loss_d"]) > 0
 
-    out = tmp_path / "style.pt"
+    out = tmp_path / "new" / "style.pt"  # a folder that does not exist yet: created, as for every command
     result = CliRunner().invoke(cli, ["export-model", str(run), "-o", str(out)])
     assert result.exit_code == 0, result.output
     import vidtoon

@@ -1,17 +1,28 @@
 """``vidtoon export-model``: a training run -> a small checkpoint for ``--model``."""
 from __future__ import annotations
 
+import os
+
 import click
 
 
 @click.command("export-model")
 @click.argument("run", type=click.Path(exists=True))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Checkpoint to write (.pt; its folder is created if missing), or a folder to write RUN.pt in.")
 @click.option("--no-ema", is_flag=True, help="Export the raw generator weights instead of their EMA.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def export_model_cmd(run: str, output: str, no_ema: bool, debug: bool) -> None:
     """Write the generator of training RUN (folder or checkpoint) as a small inference checkpoint."""
+    from pathlib import Path
+
+    from vidtoon.fileio import check_creatable
     from vidtoon.trainer.export import export_run
 
-    path = export_run(run, output, ema=not no_ema)
+    out = Path(output)
+    if out.is_dir() or output.endswith(("/", os.sep)):  # a folder: the default name in it, as every command
+        out = out / f"{Path(run).resolve().stem}.pt"
+    check_creatable(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = export_run(run, out, ema=not no_ema)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); use it with --model {path}")
