@@ -110,6 +110,7 @@ def test_failed_check_is_one_error_line_in_convert(tmp_path, capsys, monkeypatch
     model = export_generator(tiny("fast"), "fast", tmp_path / "g.pt")
     clip = make_video(tmp_path / "in.mp4", frames=4)
     monkeypatch.setattr(onnx_export, "verify_onnx", lambda *a, **k: 0.5)
+    monkeypatch.setenv("VIDTOON_CACHE_DIR", str(tmp_path / "cache"))  # not an export another test cached
     code, _, err = run_cli(["convert", clip, "-o", tmp_path / "out.mp4", "--model", model,
                             "--engine", "onnxruntime", "--device", "cpu"], capsys)
     lines = [line for line in err.splitlines() if line.startswith("Error")]
