@@ -11,25 +11,27 @@ from vidtoon.stabilize import Stabilizer
 from vidtoon.stabilize_device import DeviceBlender
 
 
-def both(frames: list[np.ndarray], toons: list[np.ndarray], strength: float) -> tuple[list, list, Stabilizer]:
-    """The OpenCV path (Stabilizer.apply) and the device path (analyse, then DeviceBlender on the CPU)."""
+def both(frames: list[np.ndarray], toons: list[np.ndarray], strength: float,
+         device: str = "cpu") -> tuple[list, list, Stabilizer]:
+    """The OpenCV path (Stabilizer.apply) and the device path (analyse, then DeviceBlender on ``device``)."""
     torch.set_num_threads(1)
     ref = Stabilizer(strength=strength)
     opencv = [ref.apply(f, t) for f, t in zip(frames, toons)]
-    stab, blender = Stabilizer(strength=strength), DeviceBlender("cpu")
+    stab, blender = Stabilizer(strength=strength), DeviceBlender(device)
     motions = [stab.analyse(f) for f in frames]  # ahead of the blends, as the flow thread runs
     device = [blender.blend(t, m) for t, m in zip(toons, motions)]
     assert (stab.blended, stab.cuts) == (ref.blended, ref.cuts)
     return opencv, device, stab
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("pan, speed, strength", [(2, 7, 0.6), (0, 5, 0.9), (3, 9, 0.6)])
-def test_device_path_matches_opencv_within_one_level(pan: int, speed: int, strength: float) -> None:
+def test_device_path_matches_opencv_within_one_level(pan: int, speed: int, strength: float, device: str) -> None:
     frames, _ = moving_scene(12, pan=pan, speed=speed, seed=pan + speed)
     toons = flicker(frames, seed=speed)
-    opencv, device, stab = both(frames, toons, strength)
+    opencv, device_out, stab = both(frames, toons, strength, device)
     assert stab.blended == len(frames) - 1  # every frame but the first was blended: the warp was exercised
-    for i, (a, b) in enumerate(zip(opencv, device)):
+    for i, (a, b) in enumerate(zip(opencv, device_out)):
         assert a.shape == b.shape and b.dtype == np.uint8
         diff = np.abs(a.astype(np.int16) - b)
         assert diff.max() <= 1, f"frame {i}: {diff.max()} levels from OpenCV's result ({(diff > 1).sum()} pixels)"
