@@ -198,7 +198,7 @@ def test_checkpoint_prefers_ema_weights(tmp_path: Path) -> None:
 def test_bad_checkpoints_are_clear_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(VidtoonError, match="cannot read model"):
+    with pytest.raises(VidtoonError, match="is not a vidtoon model"):
         vidtoon.load_generator(str(junk))
     with pytest.raises(VidtoonError, match="neither a shipped model"):
         vidtoon.load_generator(str(tmp_path / "missing.pt"))
