@@ -37,6 +37,7 @@ class DeviceBlender:
         self.device = torch.device(device)
         self._prev: torch.Tensor | None = None  # previous output, 1 x 3 x H x W float32 on the device
         self._grid: torch.Tensor | None = None  # pixel centres of the frame size in use, 1 x H x W x 2
+        self._staging: torch.Tensor | None = None  # pinned host copy of the frame in use (CUDA only)
 
     def reset(self) -> None:
         """Forget the previous frame."""
@@ -45,9 +46,13 @@ class DeviceBlender:
     @torch.inference_mode()
     def blend(self, toon_rgb: np.ndarray, motion: Motion | None) -> np.ndarray:
         """The stabilized frame (H x W x 3 uint8, a new array) of the stylized frame ``toon_rgb``."""
-        pinned = self.device.type == "cuda"
         toon = torch.from_numpy(np.ascontiguousarray(toon_rgb))
-        toon = (toon.pin_memory() if pinned else toon).to(self.device, non_blocking=pinned)
+        if self.device.type == "cuda":
+            # one page-locked staging buffer per frame size, not a new one per frame (pinning allocates with
+            # the driver, slow); reusing it is safe: the .cpu() below waits for this frame's copies to end
+            if self._staging is None or self._staging.shape != toon.shape:
+                self._staging = torch.empty(toon.shape, dtype=torch.uint8).pin_memory()
+            toon = self._staging.copy_(toon).to(self.device, non_blocking=True)
         toon = toon.permute(2, 0, 1)[None].float()
         prev = self._prev
         if motion is None or prev is None or prev.shape != toon.shape:
