@@ -13,17 +13,20 @@ built into the network and the learned part steers them:
    saturated and brighter (``saturation``, ``brightness``).
 3. **Flattening**: edge-aware diffusion of that image at 1/4 resolution between 4-neighbours, with
    conductances from a guide (block means plus a learned correction, so the network decides which
-   regions merge).
+   regions merge); or (``flatten="modes"``) mean shift's flattening, a local mode filter (networks/modes.py):
+   regions become flat colours with sharp borders instead of fading into each other.
 4. **Tones**: soft quantization of its luminance into ``bins`` levels (a smooth staircase with a learned
    sharpness; chroma kept), so shading becomes a few bands; ``shadows`` keeps dark regions out of it.
 5. **Back to full resolution** along the photo's edges: a fast guided filter (He et al. 2013) fitted at
    1/4 resolution, applied to the full-resolution photo; inside flat regions it returns the flat colour,
    at region borders the photo's sharp edge.
-6. **Outlines**, one of two kinds (``lines``): ``"canny"``, one-pixel lines of a differentiable Canny
-   detector on the photo's luminance (networks/lines.py), made lighter where the photo is texture by
+6. **Outlines**, one of these kinds (``lines``; ``"student"``: see ``STUDENT_LOOK``): ``"canny"``, one-pixel
+   lines of a differentiable Canny detector on the photo's luminance (networks/lines.py), made lighter where the photo is texture by
    ``texture_lines``; or ``"gradient"`` (the first toon models), a sigmoid of the gradient of the
    *abstracted* luminance, suppressed where the photo is texture (gradients in every direction: grass,
-   foliage, water). A learned per-block ink logit adds to either.
+   foliage, water); or ``"flat"``, Canny lines of the *flattened* image (region borders, as mean shift +
+   outlines draws them), darker and wider in larger frames. A learned per-block ink logit adds to the
+   first two.
 
 Everything but step 5's final ``A * photo + b`` and the outline stencils runs at 1/16 of the pixels,
 which keeps it cheap on a CPU (ONNX Runtime does not fuse full-resolution elementwise work).
@@ -43,6 +46,7 @@ from vidtoon.networks.controls import LookControls
 from vidtoon.networks.edges import EdgeStudent
 from vidtoon.networks.fast import add_feature_layers, features
 from vidtoon.networks.lines import canny_lines
+from vidtoon.networks.modes import flat_outlines, frame_scale, mode_filter
 from vidtoon.networks.padding import PadToMultiple
 from vidtoon.networks.strokes import strokes
 
@@ -121,10 +125,13 @@ class ToonGenerator(LookControls, nn.Module):
                  saturation: float = 1.0, brightness: float = 1.0, lines: str = "gradient", line_low: float = 0.39,
                  line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0,
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
-                 headroom: float = 0.0, detail: float = 0.0) -> None:
+                 headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
+                 line_gain: float = 1.0) -> None:
         super().__init__()
-        if lines not in ("gradient", "canny", "student"):
-            raise ValueError(f"lines must be 'gradient', 'canny' or 'student', got {lines!r}")
+        if lines not in ("gradient", "canny", "student", "flat"):
+            raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
+        if flatten not in ("diffuse", "modes"):
+            raise ValueError(f"flatten must be 'diffuse' or 'modes', got {flatten!r}")
         self.config = {"width": width, "width_low": width_low, "n_res": n_res, "iters": iters, "bins": bins}
         look = {"saturation": saturation, "brightness": brightness, "lines": lines, "line_low": line_low,
                 "line_high": line_high, "hysteresis": hysteresis, "texture_lines": texture_lines, "shadows": shadows}
@@ -139,6 +146,15 @@ class ToonGenerator(LookControls, nn.Module):
             if detail:
                 self.config["detail"] = detail
             self.edges: nn.Module = EdgeStudent()
+        if flatten == "modes":
+            # mean shift's flattening (networks/modes.py): ``iters`` mode-filter steps, ``log_sigma`` its colour
+            # bandwidth, ``spread`` its window (1/4-res px at 300 lines, wider in larger frames)
+            self.config.update({"flatten": "modes", "spread": spread})
+        if lines == "flat":
+            # Canny lines of the flattened image (region borders), ``line_gain`` darker, wider in large frames
+            self.config["line_gain"] = line_gain
+        if headroom and lines != "student":
+            self.config["headroom"] = headroom
         self.pad = PadToMultiple(16 if lines == "student" else 8)
         if width > 0:
             add_feature_layers(self, 3, width, width_low, n_res)
@@ -172,7 +188,7 @@ class ToonGenerator(LookControls, nn.Module):
         return torch.where(a > knee, torch.sign(t) * bent, t)
 
     def _ink(self, xp: torch.Tensor, out: torch.Tensor, size: tuple[int, int], prob: torch.Tensor | None,
-             ink_low: torch.Tensor | None, lum4: torch.Tensor) -> torch.Tensor:
+             ink_low: torch.Tensor | None, lum4: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The outlines (0 = none .. 1 = black) of the padded frame ``xp`` whose abstraction is ``out``: strokes
         of the learned edge map ``prob``, Canny lines, or the gradient of ``out`` (the config's ``lines``)."""
         s, cfg = self.strength, self.config
@@ -190,6 +206,14 @@ class ToonGenerator(LookControls, nn.Module):
                 fine = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"])
                 fine = fine * (1.0 - cfg.get("texture_lines", 0.0) * up(texture(lum4)).float())
                 line = torch.maximum(line, cfg["detail"] * fine)
+            ink = line.to(xp.dtype) * (s * self.outline)
+        elif cfg.get("lines") == "flat":
+            # the flattened image's borders (mean shift + outlines' lines), in float32 (threshold decisions)
+            gray = (out.float() * torch.tensor(LUMA, device=out.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            line = flat_outlines(gray, scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
+                                 cfg.get("line_gain", 1.0))
+            if cfg.get("texture_lines", 0.0):
+                line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
             ink = line.to(xp.dtype) * (s * self.outline)
         elif cfg.get("lines", "gradient") == "canny":
             # one-pixel outlines of the photo's (smoothed) luminance, Canny-style (networks/lines.py); in
@@ -239,7 +263,11 @@ class ToonGenerator(LookControls, nn.Module):
             if cfg.get("barrier", 0.0):
                 # object borders the student sees stop the diffusion, soft or dark ones included
                 barrier = F.max_pool2d(prob, 4) * (s * cfg["barrier"])
-        flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
+        scale = frame_scale(x) if cfg.get("flatten") == "modes" or cfg.get("lines") == "flat" else None
+        if cfg.get("flatten") == "modes":
+            flat = mode_filter(low, self.log_sigma.exp(), cfg["iters"], cfg["spread"] * scale)
+        else:
+            flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
         lum = ((flat + 1.0) * 0.5 * self.luma).sum(1, keepdim=True)
         tones = soft_quantize(lum, cfg["bins"], self.log_sharp.exp())
@@ -271,7 +299,7 @@ class ToonGenerator(LookControls, nn.Module):
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
         lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
-        ink = self._ink(xp, out, size, prob, ink_low, lum4)
+        ink = self._ink(xp, out, size, prob, ink_low, lum4, scale)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
         y = (out + 1.0) * (1.0 - ink) - 1.0
         if not self.training:

@@ -1,0 +1,119 @@
+"""Mean shift's flattening in the toon generator (networks/modes.py): the mode filter, its outlines, the
+options that use them, and today's default look left exactly as it was."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidtoon.models import export_generator, load_generator
+from vidtoon.networks import ToonGenerator
+from vidtoon.networks.abstraction import diffuse
+from vidtoon.networks.modes import flat_outlines, frame_scale, mode_filter
+
+DATA = Path(__file__).resolve().parent / "data"
+
+#: the look of a toon generator with the new options (the candidate default's config, set by eye)
+MODES_LOOK = dict(width=0, iters=5, bins=3, saturation=1.2, brightness=1.05, lines="flat", line_low=0.2,
+                  line_high=0.5, hysteresis=9, texture_lines=0.8, shadows=0.25, headroom=0.25, flatten="modes",
+                  spread=2.0, line_gain=1.7)
+
+
+def _two_colours(h: int = 40, w: int = 48, noise: float = 0.1) -> torch.Tensor:
+    """Two colours meeting at a vertical border (column w // 2), plus noise: N x 3 x H x W in [-1, 1]."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.empty(1, 3, h, w)
+    x[..., : w // 2] = torch.tensor([-0.5, 0.3, 0.1]).view(1, 3, 1, 1)
+    x[..., w // 2:] = torch.tensor([0.4, -0.2, -0.4]).view(1, 3, 1, 1)
+    return x + noise * torch.randn(x.shape, generator=g)
+
+
+def _picture() -> torch.Tensor:
+    """Deterministic picture (no RNG): a disc, gradients and a periodic texture, 75 x 106 (odd: padded).
+    The same formula made tests/data/default_look.npy with the code before the new options."""
+    h, w = 75, 106
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    disc = (((yy - 30) ** 2 + (xx - 40) ** 2) < 400).float()
+    tex = 0.15 * torch.sin(xx * 1.7) * torch.cos(yy * 2.3)
+    r = -0.6 + 1.2 * disc + 0.3 * xx / w + tex * (yy > 50)
+    g = 0.4 - 0.9 * disc + 0.5 * yy / h
+    b = -0.2 + 0.6 * (xx > 80) - 0.2 * disc
+    return torch.stack([r, g, b])[None].clamp(-1, 1)
+
+
+def test_the_mode_filter_flattens_two_noisy_colours_and_keeps_the_border_sharp() -> None:
+    x = _two_colours()
+    y = mode_filter(x, 0.2, 5, 2.0)
+    left, right = y[..., 2:-2, 2:20], y[..., 2:-2, 28:-2]
+    # each side flat: its noise mostly gone (the photo's per-channel std is 0.1)
+    assert left.std((2, 3)).max() < 0.02 and right.std((2, 3)).max() < 0.02
+    # ... at its own colour (the mode), not pulled towards the other side
+    assert (left.mean((2, 3)) - torch.tensor([-0.5, 0.3, 0.1])).abs().max() < 0.03
+    assert (right.mean((2, 3)) - torch.tensor([0.4, -0.2, -0.4])).abs().max() < 0.03
+    # the border stays a one-pixel step where it was: the columns beside it keep their side's colour
+    col = y[0, 0].mean(0)
+    assert abs(float(col[23]) + 0.5) < 0.05 and abs(float(col[24]) - 0.4) < 0.05
+    # diffusion of the same strength smears it instead (what people called "a denoised photo")
+    d = diffuse(x, x, torch.tensor(0.5), 64)
+    assert abs(float(d[0, 0].mean(0)[23]) + 0.5) > abs(float(col[23]) + 0.5)
+
+
+def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
+    assert float(frame_scale(torch.zeros(1, 3, 300, 500))) == pytest.approx(1.0)
+    assert float(frame_scale(torch.zeros(1, 3, 1280, 720))) == pytest.approx(2.4)
+    gray = torch.full((1, 1, 40, 40), -0.6)
+    gray[..., 20:, :] = 0.6  # a horizontal border
+    thin = flat_outlines(gray, torch.tensor(1.0), 0.2, 0.5, 4, 1.7)
+    bold = flat_outlines(gray, torch.tensor(2.4), 0.2, 0.5, 4, 1.7)
+    assert float(thin.max()) > 0.8  # dark, not faint
+    across = lambda t: float(t[0, 0, :, 20].sum())  # noqa: E731  (the ink across the line: its width)
+    assert across(bold) > 1.25 * across(thin) and across(thin) > 1.5
+    assert float(thin[..., 2:12, :].max()) == 0.0  # nothing in the flat part
+
+
+def test_todays_default_look_is_unchanged_by_the_new_options() -> None:
+    # made with the default model before networks/modes.py existed (main at 32d0185)
+    ref = np.load(DATA / "default_look.npy")
+    with torch.no_grad():
+        y = load_generator("default")(_picture()).numpy()
+    assert np.abs(y - ref).max() <= 1e-6
+    assert "flatten" not in load_generator("default").config
+
+
+def test_modes_look_flattens_draws_outlines_and_strength_zero_is_the_photo() -> None:
+    net = ToonGenerator(**MODES_LOOK).eval()
+    x = _two_colours(48, 64, 0.08)
+    with torch.no_grad():
+        y = net(x)
+        assert y[..., 4:-4, 6:24].std((2, 3)).max() < 0.5 * x[..., 4:-4, 6:24].std((2, 3)).min()
+        lum = (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)[0]
+        assert float(lum[10:-10, 31:33].min()) < -0.6  # a dark outline at the border (column 32)
+        # strength 0: the photo, up to the guided filter's eps of 1e-6, exactly as today's default gives it
+        photo = net.set_controls(strength=0.0)(x)
+        assert float((photo - x.clamp(-1, 1)).abs().mean()) < 1e-3
+        assert float((photo - load_generator("default", strength=0.0)(x)).abs().max()) < 1e-6
+    with pytest.raises(ValueError, match="flatten"):
+        ToonGenerator(width=0, flatten="blur")
+
+
+def test_modes_look_exports_to_onnx_and_matches_torch_at_any_frame_size(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from vidtoon.engines.onnx_export import FP32_ATOL, export_onnx
+
+    net = ToonGenerator(**MODES_LOOK).eval()
+    export_generator(net, "toon", tmp_path / "m.pt")  # the checkpoint rebuilds the same network
+    net = load_generator(str(tmp_path / "m.pt"))
+    report = export_onnx(net, tmp_path / "m.onnx")
+    assert report.max_abs_diff <= FP32_ATOL
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    # a small frame and one above 360 lines (wider window and lines: the frame's size is read in the graph)
+    for shape in ((1, 3, 37, 53), (1, 3, 392, 410)):
+        x = _two_colours(shape[2], shape[3], 0.08).clamp(-1, 1)
+        out = session.run(None, {"input": x.numpy()})[0]
+        with torch.inference_mode():
+            ref = net(x).numpy()
+        assert np.abs(out - ref).max() <= FP32_ATOL
