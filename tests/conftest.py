@@ -15,11 +15,21 @@ SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Keep ONNX exports and engine caches of the tests out of the user's cache folder (subprocesses too)."""
+    """Keep ONNX exports and engine caches of the tests out of the user's cache folder (subprocesses too).
+
+    Under pytest-xdist the workers of one run share it (their temporary folders sit side by side in the
+    run's own folder), so a model one worker exported is not exported again by another; the cache writes
+    each file to a unique temporary name and renames it, so two workers exporting at once is safe."""
     import os
 
     old = os.environ.get("VIDTOON_CACHE_DIR")
-    os.environ["VIDTOON_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = base.parent / "cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("cache")
+    os.environ["VIDTOON_CACHE_DIR"] = str(cache)
     yield
     if old is None:
         os.environ.pop("VIDTOON_CACHE_DIR", None)
@@ -27,8 +37,21 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["VIDTOON_CACHE_DIR"] = old
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``), give each worker's torch its share of the cores: N workers each running
+    torch's default one thread per core would oversubscribe the CPU (and OpenMP threads spin while they wait)."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked ``gpu`` when torch sees no CUDA device."""
+    """Run the tests marked ``slow`` first (so that under pytest-xdist the workers share them out at the start
+    instead of one worker finishing a long tail alone; the order is otherwise kept); skip tests marked ``gpu``
+    when torch sees no CUDA device."""
+    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: keeps each group's own order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

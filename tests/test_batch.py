@@ -89,6 +89,7 @@ def test_find_videos_filters_and_mirrors(tmp_path: Path, clips: dict[str, Path])
         find_videos(root, root)
 
 
+@pytest.mark.slow
 def test_batch_bad_files_resume_and_report(tmp_path: Path, clips: dict[str, Path], toon_model: Path, capsys) -> None:
     root = _tree(tmp_path / "in", clips)
     out = tmp_path / "out"

@@ -103,6 +103,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_ray_batch_spreads_files_and_resumes(tmp_path: Path, folder: Path, tiny_model: Path, tiny_engine,
                                              ray_address: str, capsys) -> None:
     marks = tmp_path / "marks"
@@ -171,6 +172,7 @@ def test_ray_batch_spreads_files_and_resumes(tmp_path: Path, folder: Path, tiny_
     assert json.loads(report.read_text())["summary"] == {"done": 0, "skipped": 3, "failed": 1}
 
 
+@pytest.mark.slow
 def test_dead_worker_file_goes_elsewhere(tmp_path: Path, folder: Path, tiny_model: Path, ray_address: str) -> None:
     died = tmp_path / "died"
 
@@ -200,6 +202,7 @@ def test_dead_worker_file_goes_elsewhere(tmp_path: Path, folder: Path, tiny_mode
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "c.mkv"]  # nothing half-written
 
 
+@pytest.mark.slow
 def test_python_error_fails_file_and_killer_file_gives_up(tmp_path: Path, folder: Path, tiny_model: Path,
                                                          ray_address: str) -> None:
     class Picky(ConvertWorker):

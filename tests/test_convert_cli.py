@@ -208,6 +208,7 @@ def test_strength_and_outline_shape_the_look(tmp_path: Path, capsys) -> None:
     assert code == 2 and "--outline" in err
 
 
+@pytest.mark.slow
 def test_quiet_convert_says_nothing_while_the_model_is_exported(tmp_path: Path, tiny_model: Path, capsys,
                                                                 monkeypatch) -> None:
     pytest.importorskip("onnxruntime")

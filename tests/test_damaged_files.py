@@ -145,6 +145,7 @@ def _check(result: dict, folder: Path, src: Path, sha: str) -> None:
         assert outputs == [], f"{name}: failed but wrote {outputs}"
 
 
+@pytest.mark.slow
 def test_damaged_files_convert_or_fail_plainly(tmp_path: Path, tiny_model: Path) -> None:
     jobs, cases = [], {}
     for c, (clip, (make_args, args)) in enumerate(CLIPS.items()):

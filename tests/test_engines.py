@@ -85,6 +85,7 @@ def test_onnxruntime_engine_takes_an_onnx_file_and_caches(cache_dir):
             from_net.infer(batch.astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["toon", "fast-full"])
 def test_onnxruntime_one_export_serves_every_strength_and_outline(cache_dir, arch):
     """Issue 20: every new --strength/--outline value exported the model again (35-50 s on a CPU)."""

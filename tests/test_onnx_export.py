@@ -57,6 +57,7 @@ def test_axes_are_dynamic_and_named(exported):
     assert inp.type == "tensor(float)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, multiple", [("fast-full", 8), ("cartoongan", 4), ("toon", 8)])
 def test_aligned_variant_has_no_padding_and_says_its_multiple(tmp_path, arch, multiple):
     import onnx
@@ -182,6 +183,7 @@ def test_cache_reuses_and_keys_by_weights(tmp_path, monkeypatch):
     assert len(calls) == 3 and len(set(calls)) == 3
 
 
+@pytest.mark.slow
 def test_controls_are_inputs_with_defaults_and_checked(tmp_path, monkeypatch):
     net = tiny("toon")
     checked: list[tuple[float, float]] = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from test_trainer import TINY_G, _write_images
@@ -24,6 +25,7 @@ from vidtoon.trainer.loop import backend_for
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
 
+@pytest.mark.slow
 def test_two_processes_train_resume_and_agree(tmp_path: Path) -> None:
     photos = _write_images(tmp_path / "photos", 5, 0, False)
     cartoons = _write_images(tmp_path / "cartoons", 5, 1, True)
