@@ -11,7 +11,7 @@ import torch
 from vidtoon.models import export_generator, load_generator
 from vidtoon.networks import ToonGenerator
 from vidtoon.networks.abstraction import diffuse
-from vidtoon.networks.modes import flat_outlines, frame_scale, mode_filter
+from vidtoon.networks.modes import colour_lines, flat_outlines, frame_scale, mode_filter
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -63,14 +63,26 @@ def test_the_mode_filter_flattens_two_noisy_colours_and_keeps_the_border_sharp()
 def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
     assert float(frame_scale(torch.zeros(1, 3, 300, 500))) == pytest.approx(1.0)
     assert float(frame_scale(torch.zeros(1, 3, 1280, 720))) == pytest.approx(2.4)
-    gray = torch.full((1, 1, 40, 40), -0.6)
-    gray[..., 20:, :] = 0.6  # a horizontal border
-    thin = flat_outlines(gray, torch.tensor(1.0), 0.2, 0.5, 4, 1.7)
-    bold = flat_outlines(gray, torch.tensor(2.4), 0.2, 0.5, 4, 1.7)
+    img = torch.full((1, 3, 40, 40), -0.6)
+    img[..., 20:, :] = 0.6  # a horizontal border
+    thin = flat_outlines(img, torch.tensor(1.0), 0.2, 0.5, 4, 1.7)
+    bold = flat_outlines(img, torch.tensor(2.4), 0.2, 0.5, 4, 1.7)
     assert float(thin.max()) > 0.8  # dark, not faint
     across = lambda t: float(t[0, 0, :, 20].sum())  # noqa: E731  (the ink across the line: its width)
     assert across(bold) > 1.25 * across(thin) and across(thin) > 1.5
     assert float(thin[..., 2:12, :].max()) == 0.0  # nothing in the flat part
+
+
+def test_outlines_see_a_colour_border_of_equal_brightness_that_luminance_misses() -> None:
+    from vidtoon.networks.lines import canny_lines
+
+    img = torch.empty(1, 3, 32, 32)
+    img[..., :16] = torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)  # grey-green ...
+    img[..., 16:] = torch.tensor([-0.1308, 0.0, 0.2]).view(1, 3, 1, 1)  # ... and blue of the same luma
+    gray = (img * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert float(canny_lines(gray, 0.2, 0.5, 4).max()) == 0.0
+    line = colour_lines(img, 0.2, 0.5, 4)
+    assert float(line[0, 0, 4:-4, 15:17].min()) > 0.3 and float(line[..., :, :12].max()) == 0.0
 
 
 def test_todays_default_look_is_unchanged_by_the_new_options() -> None:
@@ -98,22 +110,25 @@ def test_modes_look_flattens_draws_outlines_and_strength_zero_is_the_photo() -> 
         ToonGenerator(width=0, flatten="blur")
 
 
-def test_modes_look_exports_to_onnx_and_matches_torch_at_any_frame_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fp16", [False, True])
+def test_modes_look_exports_to_onnx_and_matches_torch_at_any_frame_size(tmp_path: Path, fp16: bool) -> None:
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from vidtoon.engines.onnx_export import FP32_ATOL, export_onnx
+    from vidtoon.engines.onnx_export import FP16_ATOL, FP32_ATOL, export_onnx
 
     net = ToonGenerator(**MODES_LOOK).eval()
     export_generator(net, "toon", tmp_path / "m.pt")  # the checkpoint rebuilds the same network
     net = load_generator(str(tmp_path / "m.pt"))
-    report = export_onnx(net, tmp_path / "m.onnx")
-    assert report.max_abs_diff <= FP32_ATOL
+    atol = FP16_ATOL if fp16 else FP32_ATOL
+    report = export_onnx(net, tmp_path / "m.onnx", fp16=fp16)  # checked on smooth random frames
+    assert report.max_abs_diff <= atol
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    # a small frame and one above 360 lines (wider window and lines: the frame's size is read in the graph)
+    # a small frame and one above 360 lines (wider window and lines: the frame's size is read in the graph),
+    # on the uint8 grid as the engines feed them
     for shape in ((1, 3, 37, 53), (1, 3, 392, 410)):
-        x = _two_colours(shape[2], shape[3], 0.08).clamp(-1, 1)
-        out = session.run(None, {"input": x.numpy()})[0]
+        x = torch.round((_two_colours(shape[2], shape[3], 0.08).clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+        out = session.run(None, {"input": x.numpy().astype(np.float16 if fp16 else np.float32)})[0]
         with torch.inference_mode():
             ref = net(x).numpy()
-        assert np.abs(out - ref).max() <= FP32_ATOL
+        assert np.abs(out.astype(np.float32) - ref).max() <= atol

@@ -59,25 +59,41 @@ def canny_lines(gray: torch.Tensor, low: float, high: float, steps: int,
     ``Where`` cost several times more there (measured at 720p: 86 ms for the textbook form with a 7x7
     derivative-of-Gaussian convolution and four-sector suppression, 36 ms for this one).
     """
-    b = _blur3(_blur3(gray))
+    gx, gy = gradients(gray)
+    ax, ay = gx.abs(), gy.abs()
+    return trace_lines(ax + ay, (ay <= ax).to(gray.dtype), low, high, steps, bias)
+
+
+def gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences (x, y) of ``img`` (N x C x H x W) after two :func:`_blur3` passes, scaled by
+    :data:`GRADIENT_SCALE` (a step answers as in OpenCV's Canny after a Gaussian blur of sigma 1)."""
+    b = _blur3(_blur3(img))
     h, w = b.shape[-2:]
     bp = F.pad(b, (1, 1, 1, 1), mode="replicate")
     gx = (bp[..., 1:1 + h, 2:2 + w] - bp[..., 1:1 + h, 0:w]) * GRADIENT_SCALE
     gy = (bp[..., 2:2 + h, 1:1 + w] - bp[..., 0:h, 1:1 + w]) * GRADIENT_SCALE
-    ax, ay = gx.abs(), gy.abs()
-    mag = ax + ay
+    return gx, gy
+
+
+def trace_lines(mag: torch.Tensor, across_is_x: torch.Tensor, low: float, high: float, steps: int,
+                bias: torch.Tensor | None = None, tie: float = 0.0) -> torch.Tensor:
+    """Canny's second half on a gradient magnitude ``mag`` (N x 1 x H x W): suppression across the edge
+    (``across_is_x``: 1 where the gradient is nearer x than y), hysteresis, anti-aliasing (see
+    :func:`canny_lines`). ``tie``: a pixel within this fraction of the largest across it also stays (for a
+    ``mag`` computed from a computed image: a sharp step in a flat image has two equal gradient pixels, and
+    rounding that differs between engines and precisions (1e-7 .. 1e-4 of it) would keep one or the other)."""
     # non-maximum suppression across the edge, in two sectors (the gradient nearer x or nearer y): a
     # pixel stays if it is the largest of the three across it (a 1x3 or 3x1 max-pool includes the pixel);
     # two sectors instead of Canny's four: diagonal lines come out as thin staircases, and it is cheap
     across_x = F.max_pool2d(mag, (1, 3), 1, (0, 1))
     across_y = F.max_pool2d(mag, (3, 1), 1, (1, 0))
-    across = across_y + (ay <= ax).to(gray.dtype) * (across_x - across_y)
-    ridge = (mag >= across).to(gray.dtype)
+    across = across_y + across_is_x * (across_x - across_y)
+    ridge = ((mag * (1.0 + tie)) >= across).to(mag.dtype) if tie else (mag >= across).to(mag.dtype)
     logit = (mag - low) * (10.0 / low)
     if bias is not None:
         logit = logit + bias
-    weak = (logit > 0).to(gray.dtype) * ridge
-    edge = ridge * (mag > high).to(gray.dtype)
+    weak = (logit > 0).to(mag.dtype) * ridge
+    edge = ridge * (mag > high).to(mag.dtype)
     # hysteresis: weak edges touching a kept edge are kept, one pixel per step (a wider pool in fewer
     # steps, or the steps at half resolution, joined texture into lines: held-out KID +5-8, measured).
     # The connection is propagated as a 0/1 mask (soft values would fade along the line, step by step);

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidtoon.networks.lines import canny_lines
+from vidtoon.networks.lines import gradients, trace_lines
 from vidtoon.networks.strokes import _dilate
 
 #: the frame size (shorter side, pixels) that the look's window and line width are given for: the photos
@@ -30,8 +30,8 @@ REFERENCE_LINES = 300.0
 def frame_scale(x: torch.Tensor) -> torch.Tensor:
     """The shorter side of frame ``x`` (N x C x H x W) in units of :data:`REFERENCE_LINES`, a 0-d tensor
     computed inside the graph (an exported model reads it from its input's shape)."""
-    h = torch.ones_like(x[0, 0, :, 0]).sum()
-    w = torch.ones_like(x[0, 0, 0, :]).sum()
+    h = torch.ones_like(x[0, 0, :, 0], dtype=torch.float32).sum()
+    w = torch.ones_like(x[0, 0, 0, :], dtype=torch.float32).sum()
     return torch.minimum(h, w) / REFERENCE_LINES
 
 
@@ -66,15 +66,38 @@ def mode_filter(v: torch.Tensor, bandwidth: torch.Tensor | float, iters: int, sp
     return v
 
 
-def flat_outlines(gray: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
+def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
                   gain: float) -> torch.Tensor:
-    """Outlines in [0, 1] where the flattened image's luminance ``gray`` (N x 1 x H x W, [-1, 1]) changes.
+    """Outlines in [0, 1] (N x 1 x H x W) where the flattened image ``img`` (N x 3 x H x W, [-1, 1], H and W
+    even) changes.
 
-    Canny lines (networks/lines.py) of the flattened image, as mean shift + outlines draws them: on a mode-
-    filtered image they follow region borders, not texture. ``gain`` darkens the anti-aliased line (its
-    centre is ~0.5 for a one-pixel line; people punished faint thin lines); the width grows with the frame,
-    1 px up to 360 lines, 2 px at 720 lines (``scale``: the shorter side / :data:`REFERENCE_LINES`).
+    Canny lines of the flattened image's colours (:func:`colour_lines`), as mean shift + outlines draws
+    them: on a mode-filtered image they follow region borders, not texture. ``gain`` darkens the anti-aliased
+    line (its centre is ~0.5 for a one-pixel line; people punished faint thin lines). ``scale`` (the shorter
+    side / :data:`REFERENCE_LINES`) keeps the look the same at any frame size: a border that is sharp in a
+    300-line photo is spread over 2-3 px at 720 lines, where Canny's small window sees a weak gradient (few,
+    broken lines, seen on the clips), so from 360 lines on the lines fade over to those traced at half
+    resolution (all of them from 660 lines); the width grows with the frame, ~1 px up to 360 lines, 2 px
+    at 720, 3 px at 1080.
     """
-    line = (canny_lines(gray, low, high, steps) * gain).clamp(0.0, 1.0)
     width = (scale * (REFERENCE_LINES / 360.0)).clamp(1.0, 5.0)
-    return _dilate(line, width)
+    fine = _dilate((colour_lines(img, low, high, steps) * gain).clamp(0.0, 1.0), width)
+    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps) * gain).clamp(0.0, 1.0)
+    half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
+                         align_corners=False)
+    mix = (scale - 1.2).clamp(0.0, 1.0)
+    return fine + mix * (half - fine)
+
+
+def colour_lines(img: torch.Tensor, low: float, high: float, steps: int) -> torch.Tensor:
+    """Canny lines (networks/lines.py) of a colour image ``img`` (N x 3 x H x W, [-1, 1]): the gradient is
+    the colour difference (root of the summed squared channel gradients, / sqrt 3, so a grey step answers
+    as on luminance), so borders between colours of equal brightness (a grey horse against a light blue
+    sky) get their line too; suppression across the stronger of x and y."""
+    gx, gy = gradients(img)
+    # channel by channel, not a reduction: whether a pixel is a line is a tie test (a sharp step has two
+    # equal gradient pixels), and ONNX Runtime sums a reduction in another order, breaking ties otherwise
+    sx = gx[:, 0:1] * gx[:, 0:1] + gx[:, 1:2] * gx[:, 1:2] + gx[:, 2:3] * gx[:, 2:3]
+    sy = gy[:, 0:1] * gy[:, 0:1] + gy[:, 1:2] * gy[:, 1:2] + gy[:, 2:3] * gy[:, 2:3]
+    mag = torch.sqrt((sx + sy) * (1.0 / 3.0) + 1e-12)
+    return trace_lines(mag, (sy <= sx + 1e-6).to(img.dtype), low, high, steps, tie=2e-3)

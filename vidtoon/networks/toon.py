@@ -24,7 +24,7 @@ built into the network and the learned part steers them:
    lines of a differentiable Canny detector on the photo's luminance (networks/lines.py), made lighter where the photo is texture by
    ``texture_lines``; or ``"gradient"`` (the first toon models), a sigmoid of the gradient of the
    *abstracted* luminance, suppressed where the photo is texture (gradients in every direction: grass,
-   foliage, water); or ``"flat"``, Canny lines of the *flattened* image (region borders, as mean shift +
+   foliage, water); or ``"flat"``, Canny lines of the *flattened* image's colours (region borders, as mean shift +
    outlines draws them), darker and wider in larger frames. A learned per-block ink logit adds to the
    first two.
 
@@ -208,9 +208,8 @@ class ToonGenerator(LookControls, nn.Module):
                 line = torch.maximum(line, cfg["detail"] * fine)
             ink = line.to(xp.dtype) * (s * self.outline)
         elif cfg.get("lines") == "flat":
-            # the flattened image's borders (mean shift + outlines' lines), in float32 (threshold decisions)
-            gray = (out.float() * torch.tensor(LUMA, device=out.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            line = flat_outlines(gray, scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
+            # the flattened image's colour borders (mean shift + outlines' lines), in float32 (thresholds)
+            line = flat_outlines(out.float(), scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
                                  cfg.get("line_gain", 1.0))
             if cfg.get("texture_lines", 0.0):
                 line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
@@ -245,7 +244,10 @@ class ToonGenerator(LookControls, nn.Module):
         s = self.strength
         cfg = self.config
         xp, size = self.pad.pad(x)
-        mean4 = F.avg_pool2d(xp.float(), 4)
+        modes = cfg.get("flatten") == "modes"
+        # (the mode look reads the frame's exact levels, frame_float32: its outlines are traced from the
+        # flattened image, so an fp16 graph must flatten exactly what float32 does; the default keeps its graph)
+        mean4 = F.avg_pool2d(frame_float32(xp) if modes else xp.float(), 4)
         # the 1/4-resolution arithmetic (diffusion, tones, the guided filter's fit) runs in float32 whatever
         # the precision of the frame: it is 1/16 of the pixels, and in fp16 its variances and tone steps
         # lose digits (see guided_coefficients); only the full-resolution part runs in the input's precision
@@ -263,14 +265,18 @@ class ToonGenerator(LookControls, nn.Module):
             if cfg.get("barrier", 0.0):
                 # object borders the student sees stop the diffusion, soft or dark ones included
                 barrier = F.max_pool2d(prob, 4) * (s * cfg["barrier"])
-        scale = frame_scale(x) if cfg.get("flatten") == "modes" or cfg.get("lines") == "flat" else None
-        if cfg.get("flatten") == "modes":
-            flat = mode_filter(low, self.log_sigma.exp(), cfg["iters"], cfg["spread"] * scale)
+        scale = frame_scale(x) if modes or cfg.get("lines") == "flat" else None
+        # the mode look's scalars rounded to fp16 in every precision, then used in float32: an fp16 graph (whose
+        # weights are fp16) then computes what float32 does, and no outline pixel crosses a line test
+        f32 = (lambda t: t.half().float()) if modes else (lambda t: t)  # noqa: E731
+        luma = torch.tensor(LUMA, device=mean4.device).view(1, 3, 1, 1) if modes else self.luma  # (not rounded)
+        if modes:
+            flat = mode_filter(low, f32(self.log_sigma).exp(), cfg["iters"], cfg["spread"] * scale)
         else:
             flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
-        lum = ((flat + 1.0) * 0.5 * self.luma).sum(1, keepdim=True)
-        tones = soft_quantize(lum, cfg["bins"], self.log_sharp.exp())
+        lum = ((flat + 1.0) * 0.5 * luma).sum(1, keepdim=True)
+        tones = soft_quantize(lum, cfg["bins"], f32(self.log_sharp).exp())
         shadows = cfg.get("shadows", 0.0)
         if shadows:
             # no tones below ``shadows``, fading in above it: the lowest plateau is black, and dark
@@ -286,7 +292,7 @@ class ToonGenerator(LookControls, nn.Module):
         flat = flat + (2.0 * s) * (tones - lum)                   # tones (luminance only, chroma kept)
         saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
         if saturation != 1.0:                                     # a cleaner, more saturated palette ...
-            grey = (flat * self.luma).sum(1, keepdim=True)
+            grey = (flat * luma).sum(1, keepdim=True)
             flat = grey + (1.0 + s * (saturation - 1.0)) * (flat - grey)
         if brightness != 1.0:                                     # ... a little brighter (outlines darken)
             flat = (flat + 1.0) * (1.0 + s * (brightness - 1.0)) - 1.0
@@ -295,11 +301,17 @@ class ToonGenerator(LookControls, nn.Module):
             # saturation smoothly (clipped channels turned skies white and grass neon); identity below it
             flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
         # guided upsampling: eps scales with strength**2 so that strength 0 gives back the photo exactly
-        a, b = guided_coefficients(mean4, flat, self.log_eps.exp() * (s * s) + 1e-6)
+        a, b = guided_coefficients(mean4, flat, f32(self.log_eps).exp() * (s * s) + 1e-6)
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
-        lum4 = (mean4 * self.luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
-        ink = self._ink(xp, out, size, prob, ink_low, lum4, scale)
+        lum4 = (mean4 * luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
+        traced = out
+        if cfg.get("lines") == "flat" and out.dtype != torch.float32:
+            # outlines of the flattened image in float32 (threshold and tie tests), from the frame's exact
+            # levels (frame_float32) and the float32 coefficients: an fp16 graph then draws fp32's lines
+            up32 = lambda t: F.interpolate(t.float(), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
+            traced = up32(a) * frame_float32(xp) + up32(b)
+        ink = self._ink(xp, traced, size, prob, ink_low, lum4, scale)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
         y = (out + 1.0) * (1.0 - ink) - 1.0
         if not self.training:
