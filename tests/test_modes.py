@@ -110,6 +110,7 @@ def test_modes_look_flattens_draws_outlines_and_strength_zero_is_the_photo() -> 
         ToonGenerator(width=0, flatten="blur")
 
 
+@pytest.mark.slow  # ~40 s each on the 2-core CPU (an export and its check)
 @pytest.mark.parametrize("fp16", [False, True])
 def test_modes_look_exports_to_onnx_and_matches_torch_at_any_frame_size(tmp_path: Path, fp16: bool) -> None:
     pytest.importorskip("onnxruntime")
