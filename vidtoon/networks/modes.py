@@ -10,8 +10,9 @@ becomes one colour and a border stays where the colour changed.
 :func:`mode_filter` is the range-only, "blurring" form of mean shift (Comaniciu & Meer 2002; Cheng 1995): each
 pixel's colour moves to the kernel-weighted mean of the colours in a fixed window around it, weighted by how
 close they are to its own colour (a Gaussian range kernel), and the image itself is what the next step reads,
-so a region converges to its mode in a few steps. It runs at 1/4 resolution on a sparse window (5 x 5 samples
-2 px apart) whose spatial weight widens with the frame (a tensor, so one exported graph serves every size).
+so a region converges to its mode in a few steps. It runs at 1/4 resolution on a sparse window (5 samples 2 px
+apart along the rows, then along the columns) whose spatial weight widens with the frame (a tensor, so one
+exported graph serves every size).
 Shifts, pads and elementwise arithmetic only (ONNX-friendly, as networks/lines.py).
 """
 from __future__ import annotations
@@ -39,30 +40,34 @@ def mode_filter(v: torch.Tensor, bandwidth: torch.Tensor | float, iters: int, sp
                 radius: int = 2, step: int = 2) -> torch.Tensor:
     """``iters`` steps of range-only blurring mean shift on ``v`` (N x C x H x W).
 
-    Each step: ``v(p) <- sum_q s(q - p) k(|v(q) - v(p)|) v(q) / sum_q s(q - p) k(...)`` over the offsets
-    ``q - p`` in ``step * {-radius..radius}^2``; ``k`` a Gaussian of width ``bandwidth`` (colour units of ``v``),
-    ``s`` a Gaussian of width ``spread`` (pixels of ``v``). Colours within about ``bandwidth`` of each other
-    merge into their mode; colours further apart do not mix, so borders stay sharp.
+    Each step is a pass along rows, then one along columns: ``v(p) <- sum_q s(q - p) k(|v(q) - v(p)|) v(q) /
+    sum_q s(q - p) k(...)`` over ``p`` itself and the offsets ``q - p`` in ``step * {-radius..radius}`` along
+    the row (then the column); ``k`` a Gaussian of width ``bandwidth`` (colour units of ``v``), ``s`` a Gaussian
+    of width ``spread`` (pixels of ``v``). Colours within about ``bandwidth`` of each other merge into their
+    mode; colours further apart do not mix, so borders stay sharp. Rows then columns instead of a square
+    window: the same look by eye on held-out photos, 3x cheaper (8 samples a step instead of 24; the mode
+    filter took most of the look's time in ONNX Runtime at 720p).
     """
     h, w = v.shape[-2:]
     m = radius * step
     inv = -0.5 / (bandwidth * bandwidth)
-    spread = torch.as_tensor(spread, dtype=v.dtype, device=v.device).clamp(min=0.25)
-    offsets = [(dy * step, dx * step) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    # the spatial weights, one per offset (0-d tensors: ``spread`` may be a graph value)
-    near = [torch.exp(-0.5 * float(dy * dy + dx * dx) / (spread * spread)) for dy, dx in offsets]
+    if not isinstance(spread, torch.Tensor):
+        spread = torch.tensor(float(spread), dtype=v.dtype, device=v.device)
+    spread = spread.clamp(min=0.25)
+    reach = [d * step for d in range(-radius, radius + 1) if d]
+    # the spatial weights, one per distance (0-d tensors: ``spread`` may be a graph value)
+    near = [torch.exp(-0.5 * float(d * d) / (spread * spread)) for d in reach]
     for _ in range(iters):
-        vp = F.pad(v, (m, m, m, m), mode="replicate")
-        acc = v
-        norm = torch.ones_like(v[:, :1])
-        for (dy, dx), s in zip(offsets, near):
-            if dy == 0 and dx == 0:
-                continue
-            q = vp[..., m + dy:m + dy + h, m + dx:m + dx + w]
-            k = s * torch.exp(inv * (q - v).pow(2).sum(1, keepdim=True))
-            acc = acc + k * q
-            norm = norm + k
-        v = acc / norm
+        for along_x in (True, False):
+            vp = F.pad(v, (m, m, 0, 0) if along_x else (0, 0, m, m), mode="replicate")
+            acc = v
+            norm = torch.ones_like(v[:, :1])
+            for d, s in zip(reach, near):
+                q = vp[..., :, m + d:m + d + w] if along_x else vp[..., m + d:m + d + h, :]
+                k = s * torch.exp(inv * (q - v).pow(2).sum(1, keepdim=True))
+                acc = acc + k * q
+                norm = norm + k
+            v = acc / norm
     return v
 
 
