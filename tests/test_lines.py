@@ -72,7 +72,9 @@ def test_lines_agree_with_opencv_canny() -> None:
 
 
 def test_the_default_look_is_the_feature_free_toon_filter() -> None:
-    net = load_generator("default")
+    cfg = load_generator("default").config  # since 2026-12-02: the mode look (tests/test_modes.py)
+    assert cfg["width"] == 0 and cfg["flatten"] == "modes" and cfg["lines"] == "flat"
+    net = load_generator("toon-canny")  # the default before it: its Canny outlines
     assert isinstance(net, ToonGenerator) and net.config["width"] == 0 and net.config["lines"] == "canny"
     assert not hasattr(net, "enc") and sum(p.numel() for p in net.parameters()) < 10
     rng = np.random.default_rng(2)
