@@ -1,43 +1,35 @@
-"""ONNX export of the default model: the exporter's own optimizer (``optimize=True``, what vidtoon used before)
-vs no optimizer plus constant folding (what :func:`vidtoon.engines.onnx_export.export_onnx` does now).
+"""ONNX export of a shipped model: the TorchScript exporter (what
+:func:`vidtoon.engines.onnx_export.export_onnx` tries first) vs the dynamo exporter (its fall-back, and what
+vidtoon used alone before 2026-12-02).
 
     nice -n 10 python bench/bench_export.py [--model default] [--rounds 2]
 
-Alternated rounds in one process; prints the export time of each and the 720p ONNX Runtime run time of the
-graph each wrote (one thread, best of 5), and their ratios.
+Alternated rounds in one process; prints the export time of each (aligned fp32 graph with control inputs,
+as the ONNX Runtime engine on a CPU uses) and the 720p ONNX Runtime run time of the graph each wrote (one
+thread, best of 5), and their ratios.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import platform
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def _export(net: torch.nn.Module, optimize: bool) -> bytes:
-    from onnx_ir.passes.common import RemoveUnusedNodesPass
-    from onnxscript.optimizer import fold_constants_ir
-
+def _export(net: torch.nn.Module, exporter: str) -> bytes:
     from vidtoon.engines import onnx_export as ox
 
     model = ox._Controlled(ox.exportable(net, aligned=True))
-    frames, dims = ox._example(net, False, True)
-    args = (frames, torch.tensor(0.5), torch.tensor(1.5))
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, args, input_names=["input", *ox.CONTROL_INPUTS], output_names=["output"],
-                                    opset_version=ox.OPSET, dynamo=True, external_data=False, optimize=optimize,
-                                    dynamic_shapes={"x": dims, "strength": None, "outline": None})
-        if not optimize:
-            fold_constants_ir(program.model)
-            RemoveUnusedNodesPass()(program.model)
-    return program.model_proto.SerializeToString()
+    example = ox._example(net, False, True)
+    m = ox.size_multiple(net)
+    if exporter == "torchscript":
+        proto = ox._trace_torchscript(model, example, True, sides=(f"{m}*h", f"{m}*w"))
+    else:
+        proto = ox._trace(model, example, True)
+    return proto.SerializeToString()
 
 
 def _run_ms(data: bytes) -> float:
@@ -68,25 +60,24 @@ def main() -> None:
     from vidtoon.models import load_generator
 
     net = load_generator(args.model)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    runs: dict[bool, list[float]] = {True: [], False: []}
+    names = ("dynamo", "torchscript")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    runs: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.rounds):
-        for optimize in (True, False):
+        for name in names:
             t = time.perf_counter()
-            data = _export(net, optimize)
-            times[optimize].append(time.perf_counter() - t)
-            runs[optimize].append(_run_ms(data))
+            data = _export(net, name)
+            times[name].append(time.perf_counter() - t)
+            runs[name].append(_run_ms(data))
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     print(f"model {args.model}, aligned fp32 graph, {cpu}, torch {torch.__version__}, {args.rounds} alternated rounds")
-    print("| export | export time (s), each round | 720p run, 1 thread (ms) |")
+    print("| exporter | export time (s), each round | 720p run, 1 thread (ms) |")
     print("|---|---|---|")
-    for optimize, name in ((True, "optimize=True (before)"), (False, "no optimizer + folding (now)")):
-        print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[optimize])} | "
-              f"{', '.join(f'{r:.1f}' for r in runs[optimize])} |")
-    ratio = sum(times[False]) / sum(times[True])
-    run_ratio = sum(runs[False]) / sum(runs[True])
-    print(f"export time now / before: {ratio:.2f}; run time now / before: {run_ratio:.2f}")
+    for name in names:
+        print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {', '.join(f'{r:.1f}' for r in runs[name])} |")
+    print(f"export time torchscript / dynamo: {sum(times['torchscript']) / sum(times['dynamo']):.3f}; "
+          f"run time torchscript / dynamo: {sum(runs['torchscript']) / sum(runs['dynamo']):.2f}")
 
 
 if __name__ == "__main__":

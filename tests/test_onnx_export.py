@@ -124,6 +124,47 @@ def test_failed_check_is_one_error_line_in_convert(tmp_path, capsys, monkeypatch
 
 
 
+def test_the_dynamo_exporter_takes_over_when_the_fast_one_fails(tmp_path, monkeypatch):
+    # the TorchScript exporter is deprecated: a torch without it (or an op it cannot record) must still export
+    calls: list[str] = []
+
+    def broken(*args, **kwargs):
+        calls.append("torchscript")
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_export, "_trace_torchscript", broken)
+    report = export_onnx(tiny("fast"), tmp_path / "g.onnx")
+    assert calls == ["torchscript"] and report.max_abs_diff <= FP32_ATOL and (tmp_path / "g.onnx").is_file()
+
+
+def test_a_fast_export_that_misses_the_tolerance_is_redone_by_dynamo(tmp_path, monkeypatch):
+    fast, dynamo = onnx_export._trace_torchscript, onnx_export._trace
+    used: list[str] = []
+
+    def wrong(model, example, controls, **kwargs):  # records another network: its graph fails the check
+        used.append("torchscript")
+        other = onnx_export._Controlled(onnx_export.exportable(tiny("fast", seed=1)))
+        return fast(other, example, controls, **kwargs)
+
+    def spy(*args, **kwargs):
+        used.append("dynamo")
+        return dynamo(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "_trace_torchscript", wrong)
+    monkeypatch.setattr(onnx_export, "_trace", spy)
+    report = export_onnx(tiny("fast"), tmp_path / "g.onnx")
+    assert used == ["torchscript", "dynamo"] and report.max_abs_diff <= FP32_ATOL
+
+
+def test_shipped_default_exports_by_the_fast_exporter(tmp_path, monkeypatch):
+    # the 10-30x faster path really serves the shipped models (a silent fall-back would cost users ~30 s)
+    import vidtoon
+
+    monkeypatch.setattr(onnx_export, "_trace", lambda *a, **k: pytest.fail("fell back to the dynamo exporter"))
+    report = export_onnx(vidtoon.load_generator("default"), tmp_path / "d.onnx", aligned=True)
+    assert report.max_abs_diff <= FP32_ATOL
+
+
 def _distinct_shipped() -> list[str]:
     """The shipped models (found when the tests are collected), one name per distinct weights file: a model
     shipped under two names (``toon-canny`` is today's ``default``) is exported once, as ``a=b``."""
