@@ -57,9 +57,11 @@ def test_student_toon_keeps_size_and_its_new_steps_vanish_at_strength_zero() -> 
     assert (y0 - base).abs().max() < 1e-5
 
 
-def test_hq_is_the_default_look_with_hed_drawing(hed_h5: Path) -> None:
+def test_hq_is_toon_cannys_look_with_hed_drawing(hed_h5: Path) -> None:
     net = load_generator(str(hed_h5), outline=1.5)
     assert type(net.edges).__name__ == "HED" and net.outline == 1.5
+    # the look its figures were measured on (MODEL_CARD.md), not today's default's mode filter
+    assert net.config["lines"] == "student" and "flatten" not in net.config
     with torch.no_grad():
         y = net(torch.rand(1, 3, 40, 56) * 2 - 1)
     assert y.shape == (1, 3, 40, 56)

