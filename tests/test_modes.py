@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidtoon.models import export_generator, load_generator
 from vidtoon.networks import ToonGenerator
@@ -71,6 +72,76 @@ def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
     across = lambda t: float(t[0, 0, :, 20].sum())  # noqa: E731  (the ink across the line: its width)
     assert across(bold) > 1.25 * across(thin) and across(thin) > 1.5
     assert float(thin[..., 2:12, :].max()) == 0.0  # nothing in the flat part
+
+
+def _old_flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
+                       gain: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: flat_outlines as it was before each size traced only the lines it uses (both tracings
+    at every size, blended by ``mix``); the blend and its half-resolution term."""
+    from vidtoon.networks.modes import REFERENCE_LINES
+    from vidtoon.networks.strokes import _dilate
+
+    width = (scale * (REFERENCE_LINES / 360.0)).clamp(1.0, 5.0)
+    fine = _dilate((colour_lines(img, low, high, steps) * gain).clamp(0.0, 1.0), width)
+    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps) * gain).clamp(0.0, 1.0)
+    half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
+                         align_corners=False)
+    mix = (scale - 1.2).clamp(0.0, 1.0)
+    return fine + mix * (half - fine), half
+
+
+def _lines_frame(h: int, w: int) -> torch.Tensor:
+    """A frame with borders, gradients and texture (many lines) on the uint8 grid, N x 3 x H x W."""
+    g = torch.Generator().manual_seed(h * 7 + w)
+    x = torch.rand(1, 3, h // 6 + 1, w // 6 + 1, generator=g) * 2 - 1
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    x = x + F.interpolate(_picture(), size=(h, w), mode="nearest") + 0.1 * torch.randn(x.shape, generator=g)
+    return torch.round((x.clamp(-1, 1) + 1.0) * 127.5) / 127.5 - 1.0
+
+
+@pytest.mark.parametrize("lines", [240, 300, 359, 360, 361, 480, 659, 660, 661, 720, 1080])
+def test_each_frame_size_traces_only_the_lines_it_uses_and_draws_what_it_drew(lines: int, monkeypatch) -> None:
+    # the old blend's weight is 0 up to 360 lines and 1 from 660: only the full-resolution lines below the band,
+    # only the half-resolution ones above it (the expensive full-resolution tracing was multiplied by zero there)
+    from vidtoon.networks import modes
+
+    img = _lines_frame(74, 106)
+    scale = frame_scale(torch.zeros(1, 1, 1, 1).expand(1, 1, lines, lines + 3))  # a frame of ``lines`` lines
+    traced: list[int] = []
+    real = modes.colour_lines
+    monkeypatch.setattr(modes, "colour_lines", lambda t, *a: traced.append(t.shape[-1]) or real(t, *a))
+    with torch.inference_mode():
+        new = flat_outlines(img, scale, 0.2, 0.5, 9, 1.7)
+        monkeypatch.undo()
+        ref, half = _old_flat_outlines(img, scale, 0.2, 0.5, 9, 1.7)
+    assert traced == ([106] if lines <= 360 else [53] if lines >= 660 else [106, 53])
+    assert float(ref.max()) > 0.8 and float(half.max()) > 0.8  # lines to compare
+    if lines < 660:
+        assert torch.equal(new, ref)  # bit for bit
+    else:
+        # the half-resolution lines bit for bit; the old ``fine + 1 * (half - fine)`` rounded them by 1 ulp
+        assert torch.equal(new, half) and float((new - ref).abs().max()) <= 2.4e-7
+
+
+def test_the_exported_default_reads_its_size_band_from_the_frame(tmp_path: Path, monkeypatch) -> None:
+    # one graph for every size: the band is computed from the input's shape in the graph (a branch frozen to
+    # the export's 37 x 53 example would trace the full-resolution lines only, everywhere)
+    ort = pytest.importorskip("onnxruntime")
+    from vidtoon.engines.onnx_export import export_onnx
+    from vidtoon.networks import toon
+
+    net = load_generator("default")
+    export_onnx(net, tmp_path / "new.onnx", verify=False)
+    monkeypatch.setattr(toon, "flat_outlines", lambda *a: _old_flat_outlines(*a)[0])
+    export_onnx(net, tmp_path / "old.onnx", verify=False)
+    monkeypatch.undo()
+    new, old = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
+                for f in ("new.onnx", "old.onnx"))
+    for h, w in ((239, 321), (360, 363), (361, 367), (659, 661), (660, 667)):  # odd: padded in the graph
+        x = {"input": _lines_frame(h, w).numpy()}
+        a, b = new.run(None, x)[0], old.run(None, x)[0]
+        assert a.shape == (1, 3, h, w)
+        assert np.array_equal(a, b) if h < 660 else np.abs(a - b).max() <= 1e-6, (h, w, np.abs(a - b).max())
 
 
 def test_outlines_see_a_colour_border_of_equal_brightness_that_luminance_misses() -> None:

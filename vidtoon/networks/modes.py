@@ -84,14 +84,54 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     broken lines, seen on the clips), so from 360 lines on the lines fade over to those traced at half
     resolution (all of them from 660 lines); the width grows with the frame, ~1 px up to 360 lines, 2 px
     at 720, 3 px at 1080.
+
+    Each size traces only the lines it uses: the full-resolution ones below 660 lines, the half-resolution
+    ones above 360 (both in between; tracing at full resolution was 3/4 of the look's time at 720p, and its
+    lines were multiplied by zero there). An exported graph reads the band from its input's shape
+    (:func:`_uses`): one graph serves every size.
     """
     width = (scale * (REFERENCE_LINES / 360.0)).clamp(1.0, 5.0)
-    fine = _dilate((colour_lines(img, low, high, steps) * gain).clamp(0.0, 1.0), width)
-    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps) * gain).clamp(0.0, 1.0)
-    half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
-                         align_corners=False)
     mix = (scale - 1.2).clamp(0.0, 1.0)
+    fine_used, half_used = _uses(mix)
+    fine = half = None
+    if fine_used is not False:
+        fine = _dilate((colour_lines(_corner(img, fine_used, 8), low, high, steps) * gain).clamp(0.0, 1.0), width)
+    if half_used is not False:
+        half = (colour_lines(F.avg_pool2d(_corner(img, half_used, 8), 2), low, high, steps) * gain).clamp(0.0, 1.0)
+        half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
+                             align_corners=False)
+    if fine is None or half is None:
+        return half if fine is None else fine  # (mix is 1 or 0: the old blend gave the one used, bar rounding)
+    if isinstance(fine_used, torch.Tensor):
+        # a traced graph: an unused side's lines shrink to one pixel (broadcast), zero for the full-resolution
+        # ones, so that ``0 + 1 * (half - 0)`` is exactly ``half`` and ``fine + 0 * (...)`` exactly ``fine``
+        fine = _corner(fine, fine_used, 1) * fine_used.to(fine.dtype)
+        half = _corner(half, half_used, 1)
     return fine + mix * (half - fine)
+
+
+def _uses(mix: torch.Tensor) -> tuple[bool | torch.Tensor, bool | torch.Tensor]:
+    """Whether the frame whose blend weight is ``mix`` uses the full-resolution lines (``mix < 1``) and the
+    half-resolution ones (``mix > 0``): Python bools when run eagerly; 0-d int64 tensors while the
+    TorchScript exporter records the graph (the test then stays in the graph, computed from the input's
+    shape: a size-dependent corner of the image, :func:`_corner`, instead of a branch frozen to the example
+    size); ``True, True`` for the dynamo exporter (its shapes are symbolic: the graph computes both, as before).
+    """
+    if torch.jit.is_tracing():
+        return (mix < 1.0).to(torch.int64), (mix > 0.0).to(torch.int64)
+    if torch.compiler.is_compiling():
+        return True, True
+    m = float(mix)
+    return m < 1.0, m > 0.0
+
+
+def _corner(t: torch.Tensor, used: bool | torch.Tensor, side: int) -> torch.Tensor:
+    """``t`` where ``used`` (True or a traced 1), else (a traced 0) its top-left ``side`` x ``side`` corner: the
+    slice's ends are computed in the graph, so an unused path costs a few pixels' work."""
+    if not isinstance(used, torch.Tensor):
+        return t
+    h, w = t.shape[-2], t.shape[-1]
+    return t[..., : used * h + (1 - used) * side, : used * w + (1 - used) * side]
 
 
 def colour_lines(img: torch.Tensor, low: float, high: float, steps: int) -> torch.Tensor:
