@@ -94,19 +94,20 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     mix = (scale - 1.2).clamp(0.0, 1.0)
     fine_used, half_used = _uses(mix)
     fine = half = None
+    # (in a traced graph an unused side traces a 1 x 1 corner: a constant image, so no line (its gradient
+    # magnitude is 1e-6, below any threshold): exactly 0)
     if fine_used is not False:
-        fine = _dilate((colour_lines(_corner(img, fine_used, 8), low, high, steps) * gain).clamp(0.0, 1.0), width)
+        fine = _dilate((colour_lines(_corner(img, fine_used), low, high, steps) * gain).clamp(0.0, 1.0), width)
     if half_used is not False:
-        half = (colour_lines(F.avg_pool2d(_corner(img, half_used, 8), 2), low, high, steps) * gain).clamp(0.0, 1.0)
+        half = (colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps) * gain).clamp(0.0, 1.0)
         half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
                              align_corners=False)
     if fine is None or half is None:
         return half if fine is None else fine  # (mix is 1 or 0: the old blend gave the one used, bar rounding)
-    if isinstance(fine_used, torch.Tensor):
-        # a traced graph: an unused side's lines shrink to one pixel (broadcast), zero for the full-resolution
-        # ones, so that ``0 + 1 * (half - 0)`` is exactly ``half`` and ``fine + 0 * (...)`` exactly ``fine``
-        fine = _corner(fine, fine_used, 1) * fine_used.to(fine.dtype)
-        half = _corner(half, half_used, 1)
+    if isinstance(half_used, torch.Tensor):
+        half = _corner(half, half_used)  # 2 x 2 -> 1 x 1 when unused, so it broadcasts
+    # a graph's unused side is then 1 x 1, the full-resolution one 0: ``0 + 1 * (half - 0)`` is exactly ``half``,
+    # and ``fine + 0 * (...)`` exactly ``fine``
     return fine + mix * (half - fine)
 
 
@@ -125,13 +126,13 @@ def _uses(mix: torch.Tensor) -> tuple[bool | torch.Tensor, bool | torch.Tensor]:
     return m < 1.0, m > 0.0
 
 
-def _corner(t: torch.Tensor, used: bool | torch.Tensor, side: int) -> torch.Tensor:
-    """``t`` where ``used`` (True or a traced 1), else (a traced 0) its top-left ``side`` x ``side`` corner: the
-    slice's ends are computed in the graph, so an unused path costs a few pixels' work."""
+def _corner(t: torch.Tensor, used: bool | torch.Tensor) -> torch.Tensor:
+    """``t`` where ``used`` (True or a traced 1), else (a traced 0) its top-left pixel: the slice's ends are
+    computed in the graph, so an unused path costs a pixel's work."""
     if not isinstance(used, torch.Tensor):
         return t
     h, w = t.shape[-2], t.shape[-1]
-    return t[..., : used * h + (1 - used) * side, : used * w + (1 - used) * side]
+    return t[..., : used * (h - 1) + 1, : used * (w - 1) + 1]
 
 
 def colour_lines(img: torch.Tensor, low: float, high: float, steps: int) -> torch.Tensor:
