@@ -25,12 +25,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_models import cpu_name  # noqa: E402
 from bench.frames import sample_frames  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_modes import _old_flat_outlines  # noqa: E402
 
 #: frame sizes (multiples of 8, as the engine pads frames for the aligned graph: 854 -> 856)
 SIZES = {360: (360, 640), 480: (480, 856), 720: (720, 1280), 1080: (1080, 1920)}
@@ -38,17 +40,9 @@ SIZES = {360: (360, 640), 480: (480, 856), 720: (720, 1280), 1080: (1080, 1920)}
 
 def old_flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
                       gain: float) -> torch.Tensor:
-    """``flat_outlines`` before this change: both tracings at every size, blended."""
-    from vidtoon.networks.modes import REFERENCE_LINES, colour_lines
-    from vidtoon.networks.strokes import _dilate
-
-    width = (scale * (REFERENCE_LINES / 360.0)).clamp(1.0, 5.0)
-    fine = _dilate((colour_lines(img, low, high, steps) * gain).clamp(0.0, 1.0), width)
-    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps) * gain).clamp(0.0, 1.0)
-    half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
-                         align_corners=False)
-    mix = (scale - 1.2).clamp(0.0, 1.0)
-    return fine + mix * (half - fine)
+    """``flat_outlines`` before this change: both tracings at every size, blended (the frozen copy that
+    tests/test_modes.py checks the new code against)."""
+    return _old_flat_outlines(img, scale, low, high, steps, gain)[0]
 
 
 class Outlines(torch.nn.Module):
