@@ -147,3 +147,89 @@ def test_detail_adds_the_photos_thin_lines_where_the_edge_map_has_none() -> None
             inks.append(net(x, parts=True)[2][0, 0])
     assert inks[0].max() < 1e-6  # nothing from an empty edge map
     assert 0.3 < float(inks[1][8:-8, 36:44].sum(1).min()) and float(inks[1].max()) <= 0.6 + 1e-6
+
+
+class _Map(torch.nn.Module):
+    """An edge network that answers a fixed probability: ``value`` left of column ``split``, 0 right of it."""
+
+    def __init__(self, value: float, split: int | None = None) -> None:
+        super().__init__()
+        self.value, self.split = value, split
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.full_like(x[:, :1], self.value)
+        if self.split is not None:
+            p[..., self.split:] = 0.0
+        return p
+
+
+def test_gated_outlines_are_kept_only_where_the_edge_map_sees_a_border() -> None:
+    from vidtoon.networks.toon import ToonGenerator
+
+    cfg = read_checkpoint(resolve_model_path("default"))["config"]
+    plain = load_generator("default")
+    gated = ToonGenerator(**{**cfg, "gate_low": 0.2, "gate_high": 0.6})
+    gated.load_state_dict({**gated.state_dict(), **plain.state_dict()})
+    gated.eval()
+    x = _picture(96, 128)  # a multiple of 16: both models pad it alike; a border at column 64 ...
+    x[..., 24:72, 104:120] = torch.tensor([-0.8, 0.6, 0.3]).view(1, 3, 1, 1)  # ... and a box on the right
+    with torch.no_grad():
+        _, flat, ink = plain(x, parts=True)
+        gated.edges = _Map(1.0)
+        _, flat_g, ink_all = gated(x, parts=True)
+        gated.edges = _Map(0.0)
+        _, _, ink_none = gated(x, parts=True)
+        gated.edges = _Map(0.4)
+        _, _, ink_half = gated(x, parts=True)
+        gated.edges = _Map(1.0, split=96)
+        _, _, ink_left = gated(x, parts=True)
+    assert float(ink.sum()) > 20  # the picture has outlines to gate
+    assert torch.equal(flat, flat_g) and torch.allclose(ink_all, ink, atol=1e-6)  # a border everywhere: all lines
+    assert float(ink_none.abs().max()) == 0.0  # no border anywhere: no line
+    assert torch.allclose(ink_half, 0.5 * ink, atol=1e-6)  # halfway up the ramp: half as dark
+    # the map's ridge may sit a pixel or two off the line: its maximum within 2 px gates it
+    assert torch.allclose(ink_left[..., :94], ink[..., :94], atol=1e-6)
+    assert float(ink_left[..., 99:].abs().max()) == 0.0 and float(ink[..., 99:].sum()) > 0
+
+
+def test_a_student_trained_from_clean_keeps_its_look() -> None:
+    from vidtoon.trainer.distill import student_toon
+
+    base = load_generator("clean")
+    assert base.config["gate_high"] > 0 and base.config["lines"] == "flat"
+    student = EdgeStudent()
+    torch.manual_seed(1)
+    for p in student.parameters():
+        p.data.normal_(0.0, 0.2)
+    net = student_toon(student, "clean")  # `vidtoon train-edges --base clean`
+    assert net.config == base.config and torch.equal(net.edges.fine_out.bias, student.fine_out.bias)
+    assert torch.equal(net.log_sigma, base.log_sigma)
+
+
+def test_clean_is_the_defaults_look_with_its_lines_gated_by_the_student() -> None:
+    x = _picture(96, 128)
+    x[..., 24:72, 104:120] = torch.tensor([-0.8, 0.6, 0.3]).view(1, 3, 1, 1)
+    net = load_generator("clean")
+    assert isinstance(net.edges, EdgeStudent)
+    with torch.no_grad():
+        y = net(x)
+        net.edges = _Map(0.0)  # no border seen anywhere: the default's look without outlines
+        bare = net(x)
+        net.edges = _Map(1.0)  # borders everywhere: the default's look itself
+        full = net(x)
+        assert torch.allclose(bare, load_generator("default", outline=0.0)(x), atol=1e-6)
+        assert torch.allclose(full, load_generator("default")(x), atol=1e-6)
+    assert (full - bare).abs().max() > 0.3 and (y - full).abs().max() <= (full - bare).abs().max() + 1e-6
+
+
+def test_the_students_nearby_map_is_a_local_maximum_of_its_map() -> None:
+    torch.manual_seed(0)
+    net = EdgeStudent().eval()
+    for p in net.parameters():
+        p.data.normal_(0.0, 0.3)
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.no_grad():
+        p, near = net(x), net.nearby(x)
+    assert near.shape == p.shape == (1, 1, 64, 96)
+    assert float((p - near).max()) < 0.02  # never much below the map itself ...
+    assert float((near - p).mean()) > 0.01  # ... and above it beside its ridges

@@ -98,14 +98,15 @@ HQ_MODEL = "hq"
 
 
 def student_generator(ckpt: dict[str, Any]) -> nn.Module:
-    """The toon generator of a toon checkpoint with outlines from a learned edge map (``lines="student"``):
-    the checkpoint's own when it has one, else its fitted look with :data:`STUDENT_LOOK` (and an untrained
+    """The toon generator of a toon checkpoint with outlines from a learned edge map (``lines="student"``, or
+    its outlines gated by one, ``gate_high``): the checkpoint's own when it has one, else its fitted look with :data:`STUDENT_LOOK` (and an untrained
     edge network, for the trainer to fill or for HED to replace)."""
     from vidtoon.networks.toon import STUDENT_LOOK
 
     if ckpt["arch"] != "toon":
         raise VidtoonError(f"learned outlines need a toon model (this one is {ckpt['arch']!r})")
-    if ckpt.get("config", {}).get("lines") == "student":
+    if ckpt.get("config", {}).get("lines") == "student" or ckpt.get("config", {}).get("gate_high"):
+        # its own edge network already (outlines drawn from it, or its lines gated by it)
         return generator_from_checkpoint(ckpt)
     net = build_generator("toon", **{**ckpt.get("config", {}), **STUDENT_LOOK})
     own = generator_from_checkpoint(ckpt).state_dict()

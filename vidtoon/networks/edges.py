@@ -70,3 +70,10 @@ class EdgeStudent(nn.Module):
         """Edge probability at full resolution (the 1/2-resolution logit, resized bilinearly)."""
         logit = self.logits(x)[-1]
         return torch.sigmoid(F.interpolate(logit, size=x.shape[-2:], mode="bilinear", align_corners=False))
+
+    def nearby(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest edge probability within ~2 px of each pixel, N x 1 x H x W: a 3 x 3 maximum of the
+        1/2-resolution map, resized bilinearly (a 5 x 5 maximum at full resolution cost 3/4 as much as the
+        whole network at 720p, for nearly the same map)."""
+        near = F.max_pool2d(torch.sigmoid(self.logits(x)[-1]), 3, stride=1, padding=1)
+        return F.interpolate(near, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -126,7 +126,7 @@ class ToonGenerator(LookControls, nn.Module):
                  line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0,
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
                  headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
-                 line_gain: float = 1.0) -> None:
+                 line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -153,9 +153,14 @@ class ToonGenerator(LookControls, nn.Module):
         if lines == "flat":
             # Canny lines of the flattened image (region borders), ``line_gain`` darker, wider in large frames
             self.config["line_gain"] = line_gain
+            if gate_high > 0.0:
+                # ... kept only where a learned edge map (networks/edges.py) sees an object border: fading in
+                # from edge probability ``gate_low`` to ``gate_high`` (no strokes on texture or bokeh)
+                self.config.update({"gate_low": gate_low, "gate_high": gate_high})
+                self.edges = EdgeStudent()
         if headroom and lines != "student":
             self.config["headroom"] = headroom
-        self.pad = PadToMultiple(16 if lines == "student" else 8)
+        self.pad = PadToMultiple(16 if lines == "student" or gate_high > 0.0 else 8)
         if width > 0:
             add_feature_layers(self, 3, width, width_low, n_res)
             # per 1/4-res pixel: colour correction (3), guide correction (3), ink logit (1)
@@ -173,6 +178,16 @@ class ToonGenerator(LookControls, nn.Module):
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        # the edge network stays float32 when the generator is made fp16 (``.half()``, an fp16 ONNX export):
+        # it reads the frame's exact levels in float32 (frame_float32) and its map gates or draws the lines,
+        # so an fp16 graph draws float32's lines; it is a small part of the work
+        super()._apply(fn, recurse)
+        edges = self._modules.get("edges")
+        if edges is not None:
+            edges.float()
+        return self
 
     @staticmethod
     def _soft_clip(t: torch.Tensor, knee: float | torch.Tensor) -> torch.Tensor:
@@ -193,7 +208,7 @@ class ToonGenerator(LookControls, nn.Module):
         of the learned edge map ``prob``, Canny lines, or the gradient of ``out`` (the config's ``lines``)."""
         s, cfg = self.strength, self.config
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
-        if prob is not None:
+        if cfg.get("lines") == "student":
             # strokes of the learned edge map (networks/strokes.py), their width scaled with the frame
             scale = xp.new_ones(()) * (min(size[0], size[1]) / 360.0)
             line = strokes(prob, scale, cfg["stroke_low"], cfg["stroke_high"])
@@ -211,6 +226,10 @@ class ToonGenerator(LookControls, nn.Module):
             # the flattened image's colour borders (mean shift + outlines' lines), in float32 (thresholds)
             line = flat_outlines(out.float(), scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
                                  cfg.get("line_gain", 1.0))
+            if prob is not None:
+                # only object borders: ``prob`` is the edge map's largest value within ~2 px (its ridge may
+                # sit a pixel or two off the flattened image's border), a ramp from gate_low to gate_high
+                line = line * ((prob.float() - cfg["gate_low"]) / (cfg["gate_high"] - cfg["gate_low"])).clamp(0.0, 1.0)
             if cfg.get("texture_lines", 0.0):
                 line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
             ink = line.to(xp.dtype) * (s * self.outline)
@@ -239,6 +258,19 @@ class ToonGenerator(LookControls, nn.Module):
             ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
         return ink
 
+    def _edge_map(self, xp: torch.Tensor) -> torch.Tensor | None:
+        """The learned edge map of the padded frame (N x 1 x H x W, float32, from the frame's exact levels:
+        thresholds follow), or None without an edge network: for ``lines="student"`` the edge probability, for
+        gated lines its largest value within ~2 px (the ridge may sit a pixel or two off the flat border)."""
+        if self.config.get("gate_high", 0.0):
+            edges = self.edges
+            if hasattr(edges, "nearby"):
+                return edges.nearby(frame_float32(xp))
+            return F.max_pool2d(edges(frame_float32(xp)), 5, stride=1, padding=2)
+        if self.config.get("lines") == "student":
+            return self.edges(frame_float32(xp))
+        return None
+
     def forward(self, x: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The cartoon of ``x``; with ``parts`` (training) also the image before the ink and the ink."""
         s = self.strength
@@ -258,13 +290,11 @@ class ToonGenerator(LookControls, nn.Module):
             colour = guide_corr = ink_low = None
         low = mean4 if colour is None else mean4 + s * colour            # palette
         guide = mean4 if guide_corr is None else mean4 + guide_corr
-        prob = barrier = None
-        if cfg.get("lines") == "student":
-            # edge probability, N x 1 x H x W, in float32 on the exact frame (thresholds follow; frame_float32)
-            prob = self.edges(frame_float32(xp))
-            if cfg.get("barrier", 0.0):
-                # object borders the student sees stop the diffusion, soft or dark ones included
-                barrier = F.max_pool2d(prob, 4) * (s * cfg["barrier"])
+        prob = self._edge_map(xp)
+        barrier = None
+        if cfg.get("lines") == "student" and cfg.get("barrier", 0.0):
+            # object borders the student sees stop the diffusion, soft or dark ones included
+            barrier = F.max_pool2d(prob, 4) * (s * cfg["barrier"])
         scale = frame_scale(x) if modes or cfg.get("lines") == "flat" else None
         # the mode look's scalars rounded to fp16 in every precision, then used in float32: an fp16 graph (whose
         # weights are fp16) then computes what float32 does, and no outline pixel crosses a line test
