@@ -99,8 +99,8 @@ HQ_MODEL = "hq"
 
 def student_generator(ckpt: dict[str, Any]) -> nn.Module:
     """The toon generator of a toon checkpoint with outlines from a learned edge map (``lines="student"``, or
-    its outlines gated by one, ``gate_high``): the checkpoint's own when it has one, else its fitted look with :data:`STUDENT_LOOK` (and an untrained
-    edge network, for the trainer to fill or for HED to replace)."""
+    its outlines gated by one, ``gate_high``): the checkpoint's own when it has one, else its fitted look with
+    :data:`STUDENT_LOOK` (and an untrained edge network, for the trainer to fill or for HED to replace)."""
     from vidtoon.networks.toon import STUDENT_LOOK
 
     if ckpt["arch"] != "toon":

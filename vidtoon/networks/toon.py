@@ -229,7 +229,8 @@ class ToonGenerator(LookControls, nn.Module):
             if prob is not None:
                 # only object borders: ``prob`` is the edge map's largest value within ~2 px (its ridge may
                 # sit a pixel or two off the flattened image's border), a ramp from gate_low to gate_high
-                line = line * ((prob.float() - cfg["gate_low"]) / (cfg["gate_high"] - cfg["gate_low"])).clamp(0.0, 1.0)
+                gate = (prob.float() - cfg["gate_low"]) / (cfg["gate_high"] - cfg["gate_low"])
+                line = line * gate.clamp(0.0, 1.0)
             if cfg.get("texture_lines", 0.0):
                 line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
             ink = line.to(xp.dtype) * (s * self.outline)
