@@ -259,17 +259,17 @@ class ToonGenerator(LookControls, nn.Module):
             ink = torch.sigmoid(self.ink_gain * grad + self.ink_bias + up(ink_low)) * (s * self.outline)
         return ink
 
-    def _edge_map(self, xp: torch.Tensor) -> torch.Tensor | None:
-        """The learned edge map of the padded frame (N x 1 x H x W, float32, from the frame's exact levels:
-        thresholds follow), or None without an edge network: for ``lines="student"`` the edge probability, for
+    def _edge_map(self, exact: torch.Tensor) -> torch.Tensor | None:
+        """The learned edge map of the padded frame ``exact`` (float32 on the frame's exact levels,
+        :func:`frame_float32`: thresholds follow), N x 1 x H x W, or None without an edge network: for ``lines="student"`` the edge probability, for
         gated lines its largest value within ~2 px (the ridge may sit a pixel or two off the flat border)."""
         if self.config.get("gate_high", 0.0):
             edges = self.edges
             if hasattr(edges, "nearby"):
-                return edges.nearby(frame_float32(xp))
-            return F.max_pool2d(edges(frame_float32(xp)), 5, stride=1, padding=2)
+                return edges.nearby(exact)
+            return F.max_pool2d(edges(exact), 5, stride=1, padding=2)  # (HED or a test's fixed map)
         if self.config.get("lines") == "student":
-            return self.edges(frame_float32(xp))
+            return self.edges(exact)
         return None
 
     def forward(self, x: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -277,10 +277,11 @@ class ToonGenerator(LookControls, nn.Module):
         s = self.strength
         cfg = self.config
         xp, size = self.pad.pad(x)
+        exact = frame_float32(xp)  # (xp itself in float32; computed once for the parts that read it)
         modes = cfg.get("flatten") == "modes"
         # (the mode look reads the frame's exact levels, frame_float32: its outlines are traced from the
         # flattened image, so an fp16 graph must flatten exactly what float32 does; the default keeps its graph)
-        mean4 = F.avg_pool2d(frame_float32(xp) if modes else xp.float(), 4)
+        mean4 = F.avg_pool2d(exact if modes else xp.float(), 4)
         # the 1/4-resolution arithmetic (diffusion, tones, the guided filter's fit) runs in float32 whatever
         # the precision of the frame: it is 1/16 of the pixels, and in fp16 its variances and tone steps
         # lose digits (see guided_coefficients); only the full-resolution part runs in the input's precision
@@ -291,7 +292,7 @@ class ToonGenerator(LookControls, nn.Module):
             colour = guide_corr = ink_low = None
         low = mean4 if colour is None else mean4 + s * colour            # palette
         guide = mean4 if guide_corr is None else mean4 + guide_corr
-        prob = self._edge_map(xp)
+        prob = self._edge_map(exact)
         barrier = None
         if cfg.get("lines") == "student" and cfg.get("barrier", 0.0):
             # object borders the student sees stop the diffusion, soft or dark ones included
@@ -341,7 +342,7 @@ class ToonGenerator(LookControls, nn.Module):
             # outlines of the flattened image in float32 (threshold and tie tests), from the frame's exact
             # levels (frame_float32) and the float32 coefficients: an fp16 graph then draws fp32's lines
             up32 = lambda t: F.interpolate(t.float(), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
-            traced = up32(a) * frame_float32(xp) + up32(b)
+            traced = up32(a) * exact + up32(b)
         ink = self._ink(xp, traced, size, prob, ink_low, lum4, scale)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
         y = (out + 1.0) * (1.0 - ink) - 1.0
