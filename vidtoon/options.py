@@ -48,6 +48,8 @@ class ConvertOptions:
     stabilize: bool = True
     # its strength, 0..1 (weight of the motion-compensated previous output)
     stabilize_strength: float = 0.6
+    # draw eyes, nose and mouth back into faces a face detector finds (vidtoon.faces)
+    faces: bool = True
     # write the original and the cartoon side by side (one above the other for portrait video), see vidtoon.compare
     compare: bool = False
 

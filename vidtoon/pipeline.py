@@ -12,6 +12,10 @@ main thread warps and blends each stylized frame on the GPU as it collects the b
 
     decode --q_in--> flow thread (Stabilizer.analyse) --q_flow--> main thread (+ DeviceBlender) --q_out--> encode
 
+Faces (:mod:`vidtoon.faces`, on unless ``--no-faces``) are detected by the main thread on every few frames
+before they are batched, interpolated for the frames between (so it holds a few frames back) and drawn back
+onto each stylized frame as it collects the batch.
+
 The queues are bounded, so memory stays flat however long the video is. Items keep the input's demux
 order (video frames and audio/subtitle packets mixed), which is what lets the muxer interleave audio with
 video by time. Everything that can be refused is checked before the first frame is decoded
@@ -36,6 +40,7 @@ import numpy as np
 
 from vidtoon.engines.base import Engine
 from vidtoon.errors import VidtoonError
+from vidtoon.faces import FaceTrack, draw_faces, face_interval, load_detector
 from vidtoon.fileio import AtomicFile
 from vidtoon.job import ConvertResult, Job, default_output, prepare
 from vidtoon.options import ConvertOptions
@@ -102,6 +107,9 @@ class _Conversion:
         # the engine knows what suits it (ONNX Runtime on a CPU: one frame per core, run side by side)
         self.batch = opts.batch_for(engine.device, getattr(engine, "preferred_batch_size", None))
         self.stabilizer = _stabilizer(opts)
+        self.faces = FaceTrack(every=face_interval(job.info.rate)) if opts.faces else None
+        if self.faces is not None:
+            load_detector()  # now, with the engine's start-up, rather than in the middle of the first batch
         #: the stabilizer's warp and blend on the engine's GPU (None: on the CPU, in the encoding thread)
         self.blender = _device_blender(engine) if self.stabilizer is not None else None
         self.stop = threading.Event()
@@ -201,8 +209,7 @@ class _Conversion:
         # batches submitted to the engine and not yet collected, oldest first (a GPU engine copies the next
         # batch in and the previous one out while it runs one: Engine.in_flight)
         submitted: collections.deque[tuple[list[Any], Callable[[], None]]] = collections.deque()
-        while True:
-            item = get(self.q_flow, self.stop)
+        for item in self._with_faces():
             if item is not END:
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
@@ -216,6 +223,26 @@ class _Conversion:
                     self._collect(submitted.popleft())
                 put(self.q_out, END, self.stop)
                 return
+
+    def _with_faces(self) -> Iterator[Any]:
+        """The items inference reads, up to and including END, each video frame with its faces to draw.
+
+        Faces are found here, in the main thread, between batches: in a thread of its own the detector's
+        threads and the engine's fight over the cores (measured: twice the cost)."""
+        track = self.faces
+        while (item := get(self.q_flow, self.stop)) is not END:
+            if track is None:
+                yield item
+                continue
+            for ready, faces in track.push(item, item.rgb if isinstance(item, VideoItem) else None):
+                if isinstance(ready, VideoItem):
+                    ready.faces = faces
+                yield ready
+        for ready, faces in track.finish() if track is not None else ():
+            if isinstance(ready, VideoItem):
+                ready.faces = faces
+            yield ready
+        yield END
 
     def _collect(self, batch: tuple[list[Any], Callable[[], None]]) -> None:
         items, finish = batch
@@ -283,6 +310,9 @@ def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[]
     def finish() -> None:
         toon = result()
         for f, t in zip(frames, toon, strict=True):
+            if f.faces:
+                t = draw_faces(f.rgb, t, f.faces)
+                f.faces = None
             if keep_source:
                 f.source = f.rgb
             f.rgb = t

@@ -15,7 +15,7 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: the options that pick the generator and where it runs
-MODEL_OPTIONS = ("model", "strength", "outline", "engine", "device")
+MODEL_OPTIONS = ("model", "strength", "outline", "faces", "engine", "device")
 
 
 def convert_params(names: tuple[str, ...] | None = None, skip: tuple[str, ...] = ()) -> list[click.Parameter]:
@@ -51,15 +51,18 @@ model_options = with_convert_params(MODEL_OPTIONS)
 
 @contextmanager
 def engine_from_options(model: str, engine: str, device: str, strength: float = 1.0,
-                        outline: float = 1.0, quiet: bool = False) -> Iterator[Any]:
+                        outline: float = 1.0, quiet: bool = False, faces: bool = False,
+                        face_every: int = 1) -> Iterator[Any]:
     """Load ``model`` once (with its look controls) and yield an engine running it (closed afterwards);
-    ``quiet``: nothing printed while the engine starts (an ONNX export)."""
+    ``quiet``: nothing printed while the engine starts (an ONNX export). ``faces``: the engine also draws
+    faces back (vidtoon.faces.FaceDrawing), detecting them on every ``face_every``-th call."""
     from vidtoon.engines import create_engine
+    from vidtoon.faces import FaceDrawing
     from vidtoon.models import load_generator
 
     generator = load_generator(model, "cpu", strength, outline)
     eng = create_engine(engine, generator, device=device, quiet=quiet)
     try:
-        yield eng
+        yield FaceDrawing(eng, face_every) if faces else eng
     finally:
         eng.close()

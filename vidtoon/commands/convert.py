@@ -46,6 +46,9 @@ class TimeParam(click.ParamType):
                    "all scale inside the network).")
 @click.option("--outline", type=click.FloatRange(0.0, 2.0), default=_D.outline, show_default=True,
               help="Outline amount: 0 = none, 1 = as trained, 2 = bolder.")
+@click.option("--faces/--no-faces", default=_D.faces, show_default=True,
+              help="Draw eyes, nose and mouth back into the faces a face detector (MTCNN) finds, which the "
+                   "flat cartoon regions would blank out.")
 @click.option("--engine", default=_D.engine, show_default=True,
               help="Inference backend: auto, torch, onnxruntime, tensorrt (see `vidtoon info`).")
 @click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")

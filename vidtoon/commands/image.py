@@ -19,7 +19,7 @@ from vidtoon.commands._model_options import MODEL_OPTIONS, engine_from_options, 
 @click.option("-q", "--quiet", is_flag=True, help="No line per image and no messages while the model starts.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, model: str, strength: float,
-              outline: float, engine: str, device: str,
+              outline: float, faces: bool, engine: str, device: str,
               max_side: int | None, compare: bool, quality: int, overwrite: bool, quiet: bool, debug: bool) -> None:
     """Stylize still images (JPEG, PNG, WebP) or every image in folders.
 
@@ -57,7 +57,7 @@ def image_cmd(inputs: tuple[str, ...], output: str | None, recursive: bool, mode
             if len(jobs) > 1:  # a single image's failure is the final Error: line
                 console.print(f"[red]failed[/red] {escape(str(result.job.input))}: {escape(result.error)}")
 
-    with engine_from_options(model, engine, device, strength, outline, quiet=quiet) as eng:
+    with engine_from_options(model, engine, device, strength, outline, quiet=quiet, faces=faces) as eng:
         stylize_files(eng, jobs, max_side=max_side, overwrite=overwrite, quality=quality, on_result=report,
                       compare=compare)
     if failures:

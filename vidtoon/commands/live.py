@@ -31,7 +31,7 @@ from vidtoon.commands._model_options import engine_from_options, model_options
 @click.option("--no-fps", is_flag=True, help="Do not draw the FPS counter on the window.")
 @click.option("-q", "--quiet", is_flag=True, help="No status line and no messages while the model starts (the summary stays).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, engine: str,
+def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, faces: bool, engine: str,
              device: str, max_side: int, window: bool | None, side_by_side: bool, record: Path | None, frames: int | None,
              save_dir: Path, no_fps: bool, quiet: bool, debug: bool) -> None:
     """Show a live cartoon of the webcam in a window.
@@ -73,7 +73,9 @@ def live_cmd(camera: int, source: str | None, model: str, strength: float, outli
     session = LiveSession(None, options, on_status)
     session.open()  # the camera (or source), the display and --record first: before a model export
     try:
-        with engine_from_options(model, engine, device, strength, outline, quiet=quiet) as eng:
+        # faces are found on every 3rd frame (held in between): detection is no free lunch at camera rates
+        with engine_from_options(model, engine, device, strength, outline, quiet=quiet, faces=faces,
+                                 face_every=3) as eng:
             session.engine = eng
             with status:
                 stats = session.run()

@@ -67,6 +67,7 @@ class VideoItem:
     duration: int  # in VideoInfo.time_base (0 when unknown)
     source: np.ndarray | None = None  # the decoded frame, kept after stylization only for the stabilizer
     motion: Any = None  # the stabilizer's flow for this frame, when it runs ahead (GPU engines; stabilize.Motion)
+    faces: Any = None  # the faces to draw back after stylization (list of vidtoon.faces.Face; None: --no-faces)
 
 
 @dataclass
