@@ -11,7 +11,7 @@ import torch
 
 from mediagen import face_image, make_video
 from vidtoon.faces import (WEIGHTS, Face, FaceDrawing, FaceTrack, between, detect_faces, draw_faces,
-                           face_interval, load_detector, min_face)
+                           face_interval, load_detector, min_face, with_missed)
 from vidtoon.networks.mtcnn import MTCNN, _nms
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
@@ -205,6 +205,32 @@ def test_face_drawing_engine_detects_every_nth_frame_and_delegates() -> None:
     assert eng.name == "identity" and eng.in_flight == 1
     eng.close()
     assert inner.closed
+
+
+def test_face_drawing_of_stills_keeps_no_face_from_one_picture_to_the_next() -> None:
+    found = [[Face((0.0, 0.0, 40.0, 40.0))], []]
+    eng = FaceDrawing(_Identity(), detect=lambda frame: found.pop(0))
+    photo = _flat(120, (60, 60))
+    photo[18:22, 18:22] = 20  # a pupil in the first picture's face: drawn darker than the (identity) cartoon
+    assert eng.infer(photo[None])[0, 20, 20].max() < 20 - 5
+    # the second picture has no face: nothing of the first picture's face may be drawn on it
+    second = _flat(120, (60, 60))
+    second[18:22, 18:22] = 20
+    assert (eng.infer(second[None])[0] == second).all() and found == []
+
+
+def test_a_missed_face_fades_over_three_key_frames() -> None:
+    face = Face((0.0, 0.0, 40.0, 40.0))
+    once = with_missed([], [face])
+    assert [f.weight for f in once] == pytest.approx([2 / 3])
+    assert with_missed([], with_missed([], once)) == []
+    back = with_missed([Face((5.0, 0.0, 45.0, 40.0))], once)  # found again: full weight, no ghost left
+    assert back == [Face((5.0, 0.0, 45.0, 40.0))]
+    # in a video, the frames around a key frame that missed the face still draw it at 2/3 or more
+    runs = iter([[face], [], [face]])
+    track = FaceTrack(every=2, detect=lambda frame: next(runs))
+    out = [f for n in range(5) for _, f in track.push(n, _marked(n))] + [f for _, f in track.finish()]
+    assert [round(fs[0].weight, 3) for fs in out] == [1.0, 0.833, 0.667, 0.833, 1.0]
 
 
 # ---- the commands ----------------------------------------------------------------------------------------

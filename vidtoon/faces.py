@@ -4,9 +4,9 @@ The toon generator flattens a small face into a blank skin-coloured blob (its re
 and a face detector then finds only a fifth of the faces it found in the photo. Artists draw faces with more
 detail than the rest of the picture, so after the generator, inside a soft ellipse on each face found by MTCNN
 (vidtoon/networks/mtcnn.py), the photo's luminance detail is added back to the cartoon: the photo minus its own
-Gaussian blur, whose width follows the face's size. Small faces (under ~40 px wide) also take 30% of the
-photo's colour, which their few flat regions cannot carry; large faces take none (their features come from the
-detail alone, tightly: 3.5% of the face's width, so that skin shading stays flat).
+Gaussian blur, whose width follows the face's size (8% of it, at most 5 px). Small faces (under ~40 px wide)
+also take 30% of the photo's colour, which their few flat regions cannot carry; large faces take none, and
+keep their dark strokes (eyes, brows, lips) but little of their highlights, so that skin stays flat.
 
 For video, :class:`FaceTrack` detects every few frames and moves the boxes smoothly in between (a face that
 appears or leaves fades in or out over that interval) instead of detecting on every frame.
@@ -25,8 +25,12 @@ import numpy as np
 
 #: face widths (pixels) between which the drawing goes from the small-face to the large-face settings
 SMALL, LARGE = 40.0, 100.0
-#: (detail blur width / face width, detail gain, photo colour share) for small and for large faces
-SMALL_LOOK, LARGE_LOOK = (0.08, 1.0, 0.3), (0.035, 1.35, 0.0)
+#: (detail blur width / face width, detail gain, photo colour share, share of the light detail) for small and
+#: for large faces: a large face keeps its dark strokes (eyes, brows, nostrils, lips) and little of its
+#: highlights, which read as photographic skin
+SMALL_LOOK, LARGE_LOOK = (0.08, 1.0, 0.3, 1.0), (0.035, 1.35, 0.0, 0.3)
+#: the detail's blur width at most (pixels): on a close-up, a wider blur brings the skin's shading back
+MAX_SIGMA = 5.0
 #: detector probability a face needs (MTCNN's own stage thresholds come first)
 MIN_PROBABILITY = 0.9
 #: MTCNN's weights, kept apart from the models in weights/ (it is not a look: `--model` does not list it)
@@ -71,7 +75,7 @@ def detect_faces(rgb: np.ndarray) -> list[Face]:
     return [Face(tuple(float(v) for v in f[:4])) for f in found if f[4] > MIN_PROBABILITY]
 
 
-def _look(width: float) -> tuple[float, float, float]:
+def _look(width: float) -> tuple[float, float, float, float]:
     t = float(np.clip((width - SMALL) / (LARGE - SMALL), 0.0, 1.0))
     return tuple(a + (b - a) * t for a, b in zip(SMALL_LOOK, LARGE_LOOK))  # type: ignore[return-value]
 
@@ -89,8 +93,8 @@ def draw_faces(photo: np.ndarray, toon: np.ndarray, faces: Iterable[Face]) -> np
     for face in faces:
         x1, y1, x2, y2 = face.box
         fw, fh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
-        sigma_frac, gain, colour = _look(fw)
-        sigma = max(1.0, fw * sigma_frac)
+        sigma_frac, gain, colour, light = _look(fw)
+        sigma = float(np.clip(fw * sigma_frac, 1.0, MAX_SIGMA))
         # the ellipse reaches 0.72 face widths and 0.78 face heights from the centre; the blur needs 3 sigma more
         mx, my = 0.75 * fw + 3 * sigma, 0.8 * fh + 3 * sigma
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -100,7 +104,8 @@ def draw_faces(photo: np.ndarray, toon: np.ndarray, faces: Iterable[Face]) -> np
             continue
         src = photo[Y1:Y2, X1:X2].astype(np.float32)
         luma = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
-        detail = gain * (luma - cv2.GaussianBlur(luma, (0, 0), sigma))
+        detail = luma - cv2.GaussianBlur(luma, (0, 0), sigma)
+        detail = gain * np.where(detail > 0, light * detail, detail)
         yy, xx = np.mgrid[Y1:Y2, X1:X2].astype(np.float32)
         r = np.sqrt(((xx - cx) / (0.55 * fw)) ** 2 + ((yy - cy) / (0.6 * fh)) ** 2)
         alpha = (np.clip((1.3 - r) / 0.3, 0.0, 1.0) * face.weight)[..., None]  # 1 inside, fades out to r = 1.3
@@ -119,26 +124,44 @@ def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return float(d / ((wa + wb) / 2))
 
 
-def between(a: list[Face], b: list[Face], t: float) -> list[Face]:
-    """The faces a fraction ``t`` (0..1) of the way from key frame ``a``'s detections to key frame ``b``'s.
-
-    A face of ``a`` and one of ``b`` of about the same size whose centres are at most 1.5 face widths apart
-    (nearest pairs first) are one face moving: its box moves linearly. A face found in only one of them stays
-    where it was found and fades (out after ``a``, in before ``b``)."""
-    pairs = sorted((_distance(fa.box, fb.box), i, j) for i, fa in enumerate(a) for j, fb in enumerate(b))
+def _pairs(a: list[Face], b: list[Face]) -> list[tuple[int, int]]:
+    """Indices (i, j) of the faces of ``a`` and ``b`` that are one face moving: about the same size, centres
+    at most 1.5 face widths apart, nearest pairs first."""
+    order = sorted((_distance(fa.box, fb.box), i, j) for i, fa in enumerate(a) for j, fb in enumerate(b))
     used_a: set[int] = set()
     used_b: set[int] = set()
-    out = []
-    for d, i, j in pairs:
-        if d > 1.5 or i in used_a or j in used_b:
-            continue
-        used_a.add(i)
-        used_b.add(j)
-        box = tuple((1 - t) * p + t * q for p, q in zip(a[i].box, b[j].box))
-        out.append(Face(box, (1 - t) * a[i].weight + t * b[j].weight))
-    out += [Face(f.box, f.weight * (1 - t)) for i, f in enumerate(a) if i not in used_a]
-    out += [Face(f.box, f.weight * t) for j, f in enumerate(b) if j not in used_b]
+    pairs = []
+    for d, i, j in order:
+        if d <= 1.5 and i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def between(a: list[Face], b: list[Face], t: float) -> list[Face]:
+    """The faces a fraction ``t`` (0..1) of the way from key frame ``a``'s faces to key frame ``b``'s.
+
+    A face in both (:func:`_pairs`) moves linearly and changes weight linearly; a face found in only one of
+    them stays where it was found and fades (out after ``a``, in before ``b``)."""
+    pairs = _pairs(a, b)
+    out = [Face(tuple((1 - t) * p + t * q for p, q in zip(a[i].box, b[j].box)),  # type: ignore[arg-type]
+                (1 - t) * a[i].weight + t * b[j].weight) for i, j in pairs]
+    out += [Face(f.box, f.weight * (1 - t)) for i, f in enumerate(a) if i not in {p[0] for p in pairs}]
+    out += [Face(f.box, f.weight * t) for j, f in enumerate(b) if j not in {p[1] for p in pairs}]
     return out
+
+
+def with_missed(found: list[Face], before: list[Face], fade: float = 1 / 3) -> list[Face]:
+    """A key frame's faces: those ``found`` in it, plus each face of the key frame ``before`` that was not
+    found again, where it was and ``fade`` weaker (dropped at 0).
+
+    Detectors miss a face now and then (a turned head, motion blur): a face then dims for one interval
+    instead of vanishing and coming back, which would flicker. One missed in three key frames in a row fades
+    out (a second, at three detections a second)."""
+    matched = {i for i, _ in _pairs(before, found)}
+    return found + [Face(f.box, f.weight - fade) for i, f in enumerate(before)
+                    if i not in matched and f.weight - fade > 1e-6]
 
 
 class FaceTrack:
@@ -147,7 +170,8 @@ class FaceTrack:
     :meth:`push` takes the stream's items in order (``frame``: the decoded RGB of a video frame, None for
     anything else, such as audio) and returns those whose faces are now known, in the same order, each as
     ``(item, faces)`` (faces is None for non-video items). Frames between two key frames wait for the second;
-    :meth:`finish` releases the rest with the last key frame's faces. At most ``every`` frames are held."""
+    :meth:`finish` releases the rest with the last key frame's faces. At most ``every`` frames are held.
+    A face the detector misses at a key frame fades over three intervals (:func:`with_missed`)."""
 
     def __init__(self, every: int = 5, detect: Callable[[np.ndarray], list[Face]] = detect_faces) -> None:
         if every < 1:
@@ -168,7 +192,7 @@ class FaceTrack:
         if n % self.every:
             self._held.append((item, n))
             return []
-        key = self.detect(frame)
+        key = with_missed(self.detect(frame), self._key)
         out = self._release(key, n)
         self._key = key
         return out + [(item, key)]
@@ -190,13 +214,13 @@ class FaceTrack:
 class FaceDrawing:
     """An engine (vidtoon.engines.base.Engine) that also draws faces back onto what it stylizes.
 
-    Faces are detected on the input of every ``every``-th frame it sees and held for the frames between (live
-    preview: frames in camera order); ``every=1`` (stills) detects on each. Everything else is the wrapped
-    engine's."""
+    ``every=None`` (stills): faces are detected on every picture, each on its own. ``every=N`` (a live
+    preview: frames in camera order): detected on every N-th frame and held for the frames between, a face
+    missed fading as in :func:`with_missed`. Everything else is the wrapped engine's."""
 
-    def __init__(self, engine: Any, every: int = 1,
+    def __init__(self, engine: Any, every: int | None = None,
                  detect: Callable[[np.ndarray], list[Face]] = detect_faces) -> None:
-        self.engine, self.every, self.detect = engine, max(1, every), detect
+        self.engine, self.every, self.detect = engine, every, detect
         self._seen = 0
         self._faces: list[Face] = []
 
@@ -219,8 +243,10 @@ class FaceDrawing:
     def _draw(self, frames: np.ndarray, toon: np.ndarray) -> np.ndarray:
         out = toon.copy()
         for i, (photo, t) in enumerate(zip(frames, toon)):
-            if self._seen % self.every == 0:
+            if self.every is None:
                 self._faces = self.detect(photo)
+            elif self._seen % self.every == 0:
+                self._faces = with_missed(self.detect(photo), self._faces)
             self._seen += 1
             out[i] = draw_faces(photo, t, self._faces)
         return out

@@ -52,10 +52,11 @@ model_options = with_convert_params(MODEL_OPTIONS)
 @contextmanager
 def engine_from_options(model: str, engine: str, device: str, strength: float = 1.0,
                         outline: float = 1.0, quiet: bool = False, faces: bool = False,
-                        face_every: int = 1) -> Iterator[Any]:
+                        face_every: int | None = None) -> Iterator[Any]:
     """Load ``model`` once (with its look controls) and yield an engine running it (closed afterwards);
     ``quiet``: nothing printed while the engine starts (an ONNX export). ``faces``: the engine also draws
-    faces back (vidtoon.faces.FaceDrawing), detecting them on every ``face_every``-th call."""
+    faces back (vidtoon.faces.FaceDrawing): on each picture apart (stills), or with ``face_every=N`` on a
+    stream of frames, detecting them on every N-th."""
     from vidtoon.engines import create_engine
     from vidtoon.faces import FaceDrawing
     from vidtoon.models import load_generator
