@@ -11,7 +11,9 @@ whose pins are for an old torch: ``pip install tqdm requests && pip install --no
 
 A method is a model name or checkpoint, optionally with ``:key=value;...``: ``strength`` and ``outline`` set
 the look controls, any other key overrides the model's config (``iters=0``: no flattening steps); or one of
-the classical filters ``meanshift-outlines`` (blind_sheet.py's) and ``cv2-stylization``.
+the classical filters ``meanshift-outlines`` (blind_sheet.py's) and ``cv2-stylization``. A method ending in
+``+faces`` also draws faces back as ``vidtoon convert`` / ``vidtoon image`` do (vidtoon/faces.py; without it,
+the network alone, as ``../shared/tools/faces_kept.py`` measures a model).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from vidtoon.networks import apply_controls  # noqa: E402
 from vidtoon.trainer.data import list_images, read_rgb  # noqa: E402
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
-DEFAULT_METHODS = "default,default:outline=0,default:iters=0,default:iters=0;outline=0,toon-canny,meanshift-outlines,cv2-stylization"
+DEFAULT_METHODS = "default,default+faces,default:outline=0,toon-canny,toon-canny+faces,meanshift-outlines,cv2-stylization"
 Box = tuple[float, float, float, float]
 
 
@@ -64,6 +66,11 @@ def model_method(spec: str) -> Callable[[np.ndarray], np.ndarray]:
 
 def method(spec: str) -> Callable[[np.ndarray], np.ndarray]:
     """The filter a ``--methods`` entry names."""
+    if spec.endswith("+faces"):
+        from vidtoon.faces import detect_faces, draw_faces
+
+        base = method(spec[: -len("+faces")])
+        return lambda rgb: draw_faces(rgb, base(rgb), detect_faces(rgb))
     if spec == "meanshift-outlines":
         return meanshift_outlines
     if spec == "cv2-stylization":

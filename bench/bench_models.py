@@ -2,10 +2,12 @@
 
     python bench/bench_models.py                                  # classic vs default, 720p, 3 rounds
     python bench/bench_models.py --models classic default --rounds 5 --clip path.mp4
+    python bench/bench_models.py --models default default:no-faces   # the cost of drawing faces back
 
 Each round converts the clip once with every model, in turn (A B A B ...), so load changes on a noisy
 machine hit both alike; the table gives the median fps of each and the ratio to the first model. The clip
 is ``../shared/media/bigbuckbunny.mp4`` (720p, 132 frames) when present, else a generated 720p clip.
+A model given as ``NAME:no-faces`` converts without drawing faces back (``--no-faces``).
 """
 from __future__ import annotations
 
@@ -53,14 +55,14 @@ def main(argv: list[str] | None = None) -> None:
 
             clip = Path(tmp) / "clip.mp4"
             make_video(clip, frames=100, size=(1280, 720))
-        engines = {m: create_engine("auto", load_generator(m), device="cpu") for m in args.models}
+        engines = {m: create_engine("auto", load_generator(m.partition(":")[0]), device="cpu") for m in args.models}
         fps: dict[str, list[float]] = {m: [] for m in args.models}
         frames = 0
         for r in range(args.rounds + 1):  # round 0 warms up (exports, caches) and is not counted
             for m, eng in engines.items():
                 t0 = time.perf_counter()
-                res = vidtoon.convert(str(clip), str(Path(tmp) / f"out_{Path(m).stem}.mp4"), engine=eng, overwrite=True,
-                                      stabilize=not args.no_stabilize)
+                res = vidtoon.convert(str(clip), str(Path(tmp) / "out.mp4"), engine=eng, overwrite=True,
+                                      stabilize=not args.no_stabilize, faces=not m.endswith(":no-faces"))
                 if r:
                     fps[m].append(res.frames / (time.perf_counter() - t0))
                 frames = res.frames
