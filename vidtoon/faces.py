@@ -7,6 +7,7 @@ detail than the rest of the picture, so after the generator, inside a soft ellip
 Gaussian blur, whose width follows the face's size (8% of it, at most 5 px). Small faces (under ~40 px wide)
 also take 30% of the photo's colour, which their few flat regions cannot carry; large faces take none, and
 keep their dark strokes (eyes, brows, lips) but little of their highlights, so that skin stays flat.
+Outlines the cartoon drew across the features themselves (a stroke through an eye) are lifted first.
 
 For video, :class:`FaceTrack` detects every few frames and moves the boxes smoothly in between (a face that
 appears or leaves fades in or out over that interval) instead of detecting on every frame.
@@ -31,6 +32,8 @@ SMALL, LARGE = 40.0, 100.0
 SMALL_LOOK, LARGE_LOOK = (0.08, 1.0, 0.3, 1.0), (0.035, 1.35, 0.0, 0.3)
 #: the detail's blur width at most (pixels): on a close-up, a wider blur brings the skin's shading back
 MAX_SIGMA = 5.0
+#: inside a face, the cartoon may be at most this much darker (levels) than the photo's blurred luminance
+INK_MARGIN = 20.0
 #: detector probability a face needs (MTCNN's own stage thresholds come first)
 MIN_PROBABILITY = 0.9
 #: MTCNN's weights, kept apart from the models in weights/ (it is not a look: `--model` does not list it)
@@ -104,13 +107,19 @@ def draw_faces(photo: np.ndarray, toon: np.ndarray, faces: Iterable[Face]) -> np
             continue
         src = photo[Y1:Y2, X1:X2].astype(np.float32)
         luma = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
-        detail = luma - cv2.GaussianBlur(luma, (0, 0), sigma)
+        smooth = cv2.GaussianBlur(luma, (0, 0), sigma)
+        detail = luma - smooth
         detail = gain * np.where(detail > 0, light * detail, detail)
         yy, xx = np.mgrid[Y1:Y2, X1:X2].astype(np.float32)
         r = np.sqrt(((xx - cx) / (0.55 * fw)) ** 2 + ((yy - cy) / (0.6 * fh)) ** 2)
         alpha = (np.clip((1.3 - r) / 0.3, 0.0, 1.0) * face.weight)[..., None]  # 1 inside, fades out to r = 1.3
         cur = out[Y1:Y2, X1:X2].astype(np.float32)
-        drawn = (cur + detail[..., None]) * (1 - colour) + src * colour
+        # outlines the cartoon drew across the features (through an eye, over a cheek) are lifted to
+        # within INK_MARGIN of the photo's local level: the face's own dark marks come back as detail; the
+        # face's contour (r > 0.7) keeps its outline
+        lift = np.clip(smooth - cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY) - INK_MARGIN, 0.0, None)
+        lift *= np.clip((0.85 - r) / 0.15, 0.0, 1.0)
+        drawn = (cur + (lift + detail)[..., None]) * (1 - colour) + src * colour
         out[Y1:Y2, X1:X2] = np.clip(cur + alpha * (drawn - cur) + 0.5, 0, 255).astype(np.uint8)
     return out
 
