@@ -24,7 +24,8 @@ def load_generator(model: str = "default", device: str = "cpu", strength: float 
     ``model`` is a shipped model name (see ``vidtoon info``) or a path to a checkpoint written by
     ``vidtoon export-model`` or by the trainer. The module takes NCHW float32 RGB in [-1, 1] of any
     height and width and returns the same. ``strength`` (0 = the photo .. 1 = the full look) and
-    ``outline`` (0 .. 2, ink) act inside the network.
+    ``outline`` (0 .. 2, ink) act inside the network. It is the network alone: ``convert`` and the commands
+    also draw faces back (``vidtoon.faces.detect_faces`` and ``draw_faces`` do it for a picture).
     """
     from vidtoon.models import load_generator as _load
 
