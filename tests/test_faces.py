@@ -110,6 +110,14 @@ def test_draw_faces_weight_and_nothing_to_draw() -> None:
     assert np.allclose(full, 200 - 0.3 * 190, atol=1) and np.allclose(half, 200 - 0.15 * 190, atol=1)
 
 
+def test_draw_faces_scales_with_the_looks_strength() -> None:
+    photo, toon = _flat(10), _flat(200)
+    face = [Face((60.0, 40.0, 90.0, 70.0))]
+    assert draw_faces(photo, toon, face, strength=0.0) is toon  # --strength 0: the photo, nothing drawn back
+    half = draw_faces(photo, toon, face, strength=0.5)[55, 75].astype(int)
+    assert np.allclose(half, 200 - 0.15 * 190, atol=1)
+
+
 def test_draw_faces_large_faces_keep_the_cartoons_colour() -> None:
     photo, toon = _flat(10, (400, 400)), _flat(200, (400, 400))
     out = draw_faces(photo, toon, [Face((140.0, 140.0, 260.0, 260.0))])

@@ -83,12 +83,13 @@ def _look(width: float) -> tuple[float, float, float, float]:
     return tuple(a + (b - a) * t for a, b in zip(SMALL_LOOK, LARGE_LOOK))  # type: ignore[return-value]
 
 
-def draw_faces(photo: np.ndarray, toon: np.ndarray, faces: Iterable[Face]) -> np.ndarray:
+def draw_faces(photo: np.ndarray, toon: np.ndarray, faces: Iterable[Face], strength: float = 1.0) -> np.ndarray:
     """The cartoon ``toon`` with the photo's facial detail drawn back inside each face's ellipse.
 
-    ``photo`` and ``toon``: H x W x 3 uint8 RGB of the same size. Returns ``toon`` itself when there is
-    nothing to draw, else a new array; pixels outside the faces' ellipses are unchanged."""
-    faces = [f for f in faces if f.weight > 0]
+    ``photo`` and ``toon``: H x W x 3 uint8 RGB of the same size. ``strength``: the look's ``--strength``,
+    which scales the drawing too (0: the photo came out, nothing to draw back). Returns ``toon`` itself when
+    there is nothing to draw, else a new array; pixels outside the faces' ellipses are unchanged."""
+    faces = [Face(f.box, f.weight * strength) for f in faces if f.weight * strength > 0]
     if not faces:
         return toon
     out = toon.copy()
@@ -225,11 +226,12 @@ class FaceDrawing:
 
     ``every=None`` (stills): faces are detected on every picture, each on its own. ``every=N`` (a live
     preview: frames in camera order): detected on every N-th frame and held for the frames between, a face
-    missed fading as in :func:`with_missed`. Everything else is the wrapped engine's."""
+    missed fading as in :func:`with_missed`. ``strength``: the look's, as in :func:`draw_faces`. Everything
+    else is the wrapped engine's."""
 
     def __init__(self, engine: Any, every: int | None = None,
-                 detect: Callable[[np.ndarray], list[Face]] = detect_faces) -> None:
-        self.engine, self.every, self.detect = engine, every, detect
+                 detect: Callable[[np.ndarray], list[Face]] = detect_faces, strength: float = 1.0) -> None:
+        self.engine, self.every, self.detect, self.strength = engine, every, detect, strength
         self._seen = 0
         self._faces: list[Face] = []
 
@@ -257,5 +259,5 @@ class FaceDrawing:
             elif self._seen % self.every == 0:
                 self._faces = with_missed(self.detect(photo), self._faces)
             self._seen += 1
-            out[i] = draw_faces(photo, t, self._faces)
+            out[i] = draw_faces(photo, t, self._faces, self.strength)
         return out

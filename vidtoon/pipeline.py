@@ -107,7 +107,8 @@ class _Conversion:
         # the engine knows what suits it (ONNX Runtime on a CPU: one frame per core, run side by side)
         self.batch = opts.batch_for(engine.device, getattr(engine, "preferred_batch_size", None))
         self.stabilizer = _stabilizer(opts)
-        self.faces = FaceTrack(every=face_interval(job.info.rate)) if opts.faces else None
+        # --strength 0 gives the photo back: no face to draw into it
+        self.faces = FaceTrack(every=face_interval(job.info.rate)) if opts.faces and opts.strength > 0 else None
         if self.faces is not None:
             load_detector()  # now, with the engine's start-up, rather than in the middle of the first batch
         #: the stabilizer's warp and blend on the engine's GPU (None: on the CPU, in the encoding thread)
@@ -214,7 +215,7 @@ class _Conversion:
                 pending.append(item)
                 n_video += isinstance(item, VideoItem)
             if n_video == self.batch or (item is END and pending):
-                submitted.append((pending, _stylize(self.engine, pending, keep_source=keep_source)))
+                submitted.append((pending, _stylize(self.engine, pending, keep_source, self.opts.strength)))
                 pending, n_video = [], 0
                 if len(submitted) >= max(1, self.engine.in_flight):
                     self._collect(submitted.popleft())
@@ -296,11 +297,12 @@ def _run(job: Job, engine: Engine, opts: ConvertOptions, progress: Progress | No
                          job.output.stat().st_size, stats.decode_errors + stats.corrupt_frames, warnings)
 
 
-def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[], None]:
+def _stylize(engine: Engine, items: list[Any], keep_source: bool, strength: float = 1.0) -> Callable[[], None]:
     """Submit the video frames of ``items`` to the engine as one batch; returns the call that waits for
     the result and replaces each item's RGB with its stylized version.
 
     ``keep_source``: keep the decoded frame in ``item.source`` (the stabilizer and ``--compare`` need it).
+    Frames with faces get them drawn back at the look's ``strength`` (vidtoon.faces.draw_faces).
     """
     frames = [it for it in items if isinstance(it, VideoItem)]
     if not frames:
@@ -311,7 +313,7 @@ def _stylize(engine: Engine, items: list[Any], keep_source: bool) -> Callable[[]
         toon = result()
         for f, t in zip(frames, toon, strict=True):
             if f.faces:
-                t = draw_faces(f.rgb, t, f.faces)
+                t = draw_faces(f.rgb, t, f.faces, strength)
                 f.faces = None
             if keep_source:
                 f.source = f.rgb

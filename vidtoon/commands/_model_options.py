@@ -64,6 +64,6 @@ def engine_from_options(model: str, engine: str, device: str, strength: float = 
     generator = load_generator(model, "cpu", strength, outline)
     eng = create_engine(engine, generator, device=device, quiet=quiet)
     try:
-        yield FaceDrawing(eng, face_every) if faces else eng
+        yield FaceDrawing(eng, face_every, strength=strength) if faces else eng
     finally:
         eng.close()
