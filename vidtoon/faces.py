@@ -1,16 +1,18 @@
 """Faces stay faces: eyes, nose and mouth drawn back into the cartoon where a face detector finds a face.
 
 The toon generator flattens a small face into a blank skin-coloured blob (its regions are larger than an eye),
-and a face detector then finds only a fifth of the faces it found in the photo. Artists draw faces with more
+and a face detector then finds only 3 of the 16 faces it found in the held-out photos. Artists draw faces with more
 detail than the rest of the picture, so after the generator, inside a soft ellipse on each face found by MTCNN
 (vidtoon/networks/mtcnn.py), the photo's luminance detail is added back to the cartoon: the photo minus its own
-Gaussian blur, whose width follows the face's size (8% of it, at most 5 px). Small faces (under ~40 px wide)
+Gaussian blur, whose width follows the face's size (8% of a small face's width, 3.5% of a large one's, at
+most 5 px). Small faces (under ~40 px wide)
 also take 30% of the photo's colour, which their few flat regions cannot carry; large faces take none, and
 keep their dark strokes (eyes, brows, lips) but little of their highlights, so that skin stays flat.
 Outlines the cartoon drew across the features themselves (a stroke through an eye) are lifted first.
 
 For video, :class:`FaceTrack` detects every few frames and moves the boxes smoothly in between (a face that
-appears or leaves fades in or out over that interval) instead of detecting on every frame.
+appears or leaves fades in or out over that interval; one the detector misses once only dims) instead of
+detecting on every frame.
 """
 from __future__ import annotations
 

@@ -231,18 +231,20 @@ class _Conversion:
         Faces are found here, in the main thread, between batches: in a thread of its own the detector's
         threads and the engine's fight over the cores (measured: twice the cost)."""
         track = self.faces
-        while (item := get(self.q_flow, self.stop)) is not END:
-            if track is None:
-                yield item
-                continue
-            for ready, faces in track.push(item, item.rgb if isinstance(item, VideoItem) else None):
+
+        def released(done: list[tuple[Any, Any]]) -> Iterator[Any]:
+            for ready, faces in done:
                 if isinstance(ready, VideoItem):
                     ready.faces = faces
                 yield ready
-        for ready, faces in track.finish() if track is not None else ():
-            if isinstance(ready, VideoItem):
-                ready.faces = faces
-            yield ready
+
+        while (item := get(self.q_flow, self.stop)) is not END:
+            if track is None:
+                yield item
+            else:
+                yield from released(track.push(item, item.rgb if isinstance(item, VideoItem) else None))
+        if track is not None:
+            yield from released(track.finish())
         yield END
 
     def _collect(self, batch: tuple[list[Any], Callable[[], None]]) -> None:
