@@ -169,11 +169,9 @@ def test_face_track_keeps_order_and_interpolates() -> None:
         if n % 3 == 0:
             items.append(("audio", n))
     out = []
-    for kind, n in items:
-        got = track.push((kind, n), _marked(n) if kind == "video" else None)
+    for got in track.run(items, lambda it: _marked(it[1]) if it[0] == "video" else None):
         assert sum(1 for it, _ in track._held if it[0] == "video") <= 4  # at most `every` frames held back
-        out += got
-    out += track.finish()
+        out.append(got)
     assert [it for it, _ in out] == items  # the stream's order, audio included
     assert seen == [0, 4, 8]  # key frames only
     faces = {it[1]: f for it, f in out if it[0] == "video"}

@@ -16,7 +16,7 @@ detecting on every frame.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -208,6 +208,14 @@ class FaceTrack:
         out = self._release(key, n)
         self._key = key
         return out + [(item, key)]
+
+    def run(self, items: Iterable[Any], frame_of: Callable[[Any], np.ndarray | None]
+            ) -> Iterator[tuple[Any, list[Face] | None]]:
+        """:meth:`push` every item of ``items`` (``frame_of(item)``: its RGB frame, None if not video), then
+        :meth:`finish`: each item with its faces, in order."""
+        for item in items:
+            yield from self.push(item, frame_of(item))
+        yield from self.finish()
 
     def finish(self) -> list[tuple[Any, list[Face] | None]]:
         """Release the frames after the last key frame (with its faces) and what came with them."""

@@ -230,21 +230,14 @@ class _Conversion:
 
         Faces are found here, in the main thread, between batches: in a thread of its own the detector's
         threads and the engine's fight over the cores (measured: twice the cost)."""
-        track = self.faces
-
-        def released(done: list[tuple[Any, Any]]) -> Iterator[Any]:
-            for ready, faces in done:
-                if isinstance(ready, VideoItem):
-                    ready.faces = faces
-                yield ready
-
-        while (item := get(self.q_flow, self.stop)) is not END:
-            if track is None:
+        items = iter(lambda: get(self.q_flow, self.stop), END)
+        if self.faces is None:
+            yield from items
+        else:
+            for item, faces in self.faces.run(items, lambda it: it.rgb if isinstance(it, VideoItem) else None):
+                if faces is not None:
+                    item.faces = faces
                 yield item
-            else:
-                yield from released(track.push(item, item.rgb if isinstance(item, VideoItem) else None))
-        if track is not None:
-            yield from released(track.finish())
         yield END
 
     def _collect(self, batch: tuple[list[Any], Callable[[], None]]) -> None:
