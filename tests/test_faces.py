@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from mediagen import face_image, make_video
+from vidtoon.compare import _TRANSFORMS, display_transform
 from vidtoon.faces import (WEIGHTS, Face, FaceDrawing, FaceTrack, between, detect_faces, draw_faces,
-                           face_interval, load_detector, min_face, with_missed)
+                           face_interval, load_detector, min_face, video_faces, with_missed)
 from vidtoon.networks.mtcnn import MTCNN, _nms
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
@@ -38,6 +39,36 @@ def test_detector_finds_nothing_without_a_face() -> None:
     gradient = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], axis=-1).astype(np.uint8)
     assert detect_faces(gradient) == []
     assert load_detector().detect(np.zeros((8, 8, 3), np.uint8)).shape == (0, 5)  # smaller than a face
+
+
+def _dihedral(a: np.ndarray) -> list[np.ndarray]:
+    return [np.ascontiguousarray(np.rot90(b, k)) for b in (a, a.swapaxes(0, 1)) for k in range(4)]
+
+
+@pytest.mark.parametrize("upright", sorted(_TRANSFORMS))
+def test_faces_of_a_sideways_stored_frame_are_found_upright_and_boxed_where_stored(upright: str) -> None:
+    shown = face_image(320, 240, 60, center=(200, 110))
+    marker = np.zeros((240, 320, 1), np.uint8)
+    marker[110, 200] = 1  # where the face's centre is, carried through the same turn as the frame
+    turn = _TRANSFORMS[upright]
+    stored, where = next((s, m) for s, m in zip(_dihedral(shown), _dihedral(marker))
+                         if np.array_equal(turn(s), shown))
+    faces = detect_faces(stored, upright)
+    assert len(faces) == 1
+    cy, cx = np.argwhere(where[..., 0])[0]
+    fx, fy = _centre(faces[0].box)
+    assert abs(fx - cx) < 15 and abs(fy - cy) < 20, (upright, faces, cx, cy)
+
+
+def test_a_videos_display_matrix_turns_its_frames_for_the_detector() -> None:
+    rotated = (0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)  # FFmpeg's matrix of a 90-degree display rotation
+    turn = _TRANSFORMS[display_transform(rotated)]
+    shown = face_image(320, 240, 60, center=(200, 110))
+    stored = next(s for s in _dihedral(shown) if np.array_equal(turn(s), shown))
+    assert detect_faces(stored) == []  # as stored, sideways: MTCNN finds no face
+    track = video_faces(Fraction(30), rotated)
+    (_, faces), = track.push("frame", stored)
+    assert len(faces) == 1
 
 
 def test_detector_loads_the_published_state_dicts() -> None:

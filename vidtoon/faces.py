@@ -74,10 +74,37 @@ def load_detector() -> Any:
     return MTCNN.load(WEIGHTS)
 
 
-def detect_faces(rgb: np.ndarray) -> list[Face]:
-    """Faces in an H x W x 3 uint8 RGB frame (MTCNN, faces from :func:`min_face` up, probability > 0.9)."""
-    found = load_detector().detect(rgb, min_face=min_face(*rgb.shape[:2]))
-    return [Face(tuple(float(v) for v in f[:4])) for f in found if f[4] > MIN_PROBABILITY]
+def detect_faces(rgb: np.ndarray, upright: str = "") -> list[Face]:
+    """Faces in an H x W x 3 uint8 RGB frame (MTCNN, faces from :func:`min_face` up, probability > 0.9).
+
+    ``upright``: the display transform that stands the frame up (vidtoon.compare.display_transform of its
+    video's display matrix: a phone's portrait video is stored sideways, where MTCNN finds no face). The
+    faces are found on the upright picture; their boxes are returned in the stored frame's pixels."""
+    from vidtoon.compare import _TRANSFORMS
+
+    turn = _TRANSFORMS[upright]
+    shown = np.ascontiguousarray(turn(rgb))
+    found = load_detector().detect(shown, min_face=min_face(*shown.shape[:2]))
+    to_stored = _stored_point(turn, rgb.shape[1], rgb.shape[0])
+    faces = []
+    for f in found[found[:, 4] > MIN_PROBABILITY]:
+        (ax, ay), (bx, by) = to_stored(f[0], f[1], shown.shape), to_stored(f[2], f[3], shown.shape)
+        faces.append(Face((min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))))
+    return faces
+
+
+def _stored_point(turn: Callable[[np.ndarray], np.ndarray], width: int, height: int
+                  ) -> Callable[[float, float, tuple[int, ...]], tuple[float, float]]:
+    """Maps a point of the turned picture back to the stored frame (right-angle turns and flips are affine:
+    where the stored corners land under ``turn`` says which)."""
+    corners = turn(np.array([[0, 1], [2, 3]]))  # stored corners: top-left, top-right, bottom-left, bottom-right
+    xy = {0: (0.0, 0.0), 1: (float(width), 0.0), 2: (0.0, float(height)), 3: (float(width), float(height))}
+    o, right, down = (np.array(xy[int(corners[i, j])]) for i, j in ((0, 0), (0, 1), (1, 0)))
+
+    def to_stored(x: float, y: float, shape: tuple[int, ...]) -> tuple[float, float]:
+        p = o + (right - o) * (x / shape[1]) + (down - o) * (y / shape[0])
+        return float(p[0]), float(p[1])
+    return to_stored
 
 
 def _look(width: float) -> tuple[float, float, float, float]:
@@ -229,6 +256,15 @@ class FaceTrack:
                for it, k in self._held]
         self._held = []
         return out
+
+
+def video_faces(rate: Fraction | None, display_matrix: tuple[int, ...] | None) -> FaceTrack:
+    """The :class:`FaceTrack` of a video with this frame rate and display matrix (its faces are found on the
+    picture as displayed: :func:`detect_faces`'s ``upright``)."""
+    from vidtoon.compare import display_transform
+
+    upright = display_transform(display_matrix)
+    return FaceTrack(face_interval(rate), lambda rgb: detect_faces(rgb, upright))
 
 
 class FaceDrawing:

@@ -40,7 +40,7 @@ import numpy as np
 
 from vidtoon.engines.base import Engine
 from vidtoon.errors import VidtoonError
-from vidtoon.faces import FaceTrack, draw_faces, face_interval, load_detector
+from vidtoon.faces import draw_faces, load_detector, video_faces
 from vidtoon.fileio import AtomicFile
 from vidtoon.job import ConvertResult, Job, default_output, prepare
 from vidtoon.options import ConvertOptions
@@ -108,7 +108,7 @@ class _Conversion:
         self.batch = opts.batch_for(engine.device, getattr(engine, "preferred_batch_size", None))
         self.stabilizer = _stabilizer(opts)
         # --strength 0 gives the photo back: no face to draw into it
-        self.faces = FaceTrack(every=face_interval(job.info.rate)) if opts.faces and opts.strength > 0 else None
+        self.faces = video_faces(job.info.rate, job.info.display_matrix) if opts.faces and opts.strength > 0 else None
         if self.faces is not None:
             load_detector()  # now, with the engine's start-up, rather than in the middle of the first batch
         #: the stabilizer's warp and blend on the engine's GPU (None: on the CPU, in the encoding thread)
