@@ -129,7 +129,7 @@ def test_convert_help_lists_every_option(capsys) -> None:
 def test_info_lists_versions_engines_devices_models(capsys) -> None:
     code, out, err = run(["info"], capsys)
     assert code == 0, err
-    for heading in ("Versions", "Engines", "Devices", "Video encoders", "Models"):
+    for heading in ("Versions", "Engines", "Devices", "Video encoders", "Models", "Faces"):
         assert heading in out
     assert re.search(r"^\s+vidtoon\s+" + re.escape(__version__), out, re.M)
     assert re.search(r"^\s+av \(PyAV\)\s+\S+, FFmpeg", out, re.M)

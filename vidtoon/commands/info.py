@@ -110,9 +110,14 @@ def info_cmd(debug: bool) -> None:
     rows(encoders_status())
     section("Models")
     models = shipped_models()
-    if models:
-        from vidtoon.progress import format_size
+    from vidtoon.progress import format_size
 
+    if models:
         rows([(name, f"{path} ({format_size(path.stat().st_size)})") for name, path in models.items()])
     else:
         click.echo("  none shipped in this build (pass --model PATH to a checkpoint)")
+    section("Faces")
+    from vidtoon.faces import WEIGHTS
+
+    state = f"{WEIGHTS} ({format_size(WEIGHTS.stat().st_size)})" if WEIGHTS.is_file() else f"{WEIGHTS} missing"
+    rows([("MTCNN", f"{state}: faces drawn back unless --no-faces")])
