@@ -122,7 +122,8 @@ def test_convert_help_lists_every_option(capsys) -> None:
     code, out, _ = run(["convert", "--help"], capsys)
     assert code == 0
     for option in ("--output", "--model", "--engine", "--device", "--batch-size", "--max-side", "--crf", "--preset",
-                   "--codec", "--start", "--end", "--no-audio", "--overwrite", "--quiet", "--debug"):
+                   "--codec", "--start", "--end", "--no-audio", "--faces / --no-faces", "--overwrite", "--quiet",
+                   "--debug"):
         assert option in out
 
 
