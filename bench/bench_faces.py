@@ -67,10 +67,10 @@ def model_method(spec: str) -> Callable[[np.ndarray], np.ndarray]:
 def method(spec: str) -> Callable[[np.ndarray], np.ndarray]:
     """The filter a ``--methods`` entry names."""
     if spec.endswith("+faces"):
-        from vidtoon.faces import detect_faces, draw_faces
+        from vidtoon.faces import STILL, detect_faces, draw_faces
 
-        base = method(spec[: -len("+faces")])
-        return lambda rgb: draw_faces(rgb, base(rgb), detect_faces(rgb))
+        base = method(spec[: -len("+faces")])  # as `vidtoon image` searches a still
+        return lambda rgb: draw_faces(rgb, base(rgb), detect_faces(rgb, fraction=STILL))
     if spec == "meanshift-outlines":
         return meanshift_outlines
     if spec == "cv2-stylization":

@@ -12,7 +12,7 @@ import torch
 from mediagen import face_image, make_video
 from vidtoon.compare import _TRANSFORMS, display_transform
 from vidtoon.faces import (WEIGHTS, Face, FaceDrawing, FaceTrack, between, detect_faces, draw_faces,
-                           face_interval, load_detector, min_face, video_faces, with_missed)
+                           face_interval, load_detector, min_face, video_faces, with_missed, STILL, VIDEO)
 from vidtoon.networks.mtcnn import MTCNN, _nms
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
@@ -32,6 +32,14 @@ def test_detector_finds_a_drawn_face_where_it_is(size: int) -> None:
     cx, cy = _centre(faces[0].box)
     assert abs(cx - 200) < 0.15 * size and abs(cy - 120) < 0.3 * size
     assert 0.7 * size < faces[0].box[2] - faces[0].box[0] < 1.6 * size
+
+
+def test_stills_are_searched_for_smaller_faces_than_video() -> None:
+    big = face_image(2400, 1800, 40, center=(1200, 900))  # a 40 px face in a 4-megapixel photo
+    assert detect_faces(big) == []  # video: faces from 1/24 of the shorter side (75 px) up
+    assert len(detect_faces(big, fraction=STILL)) == 1  # stills: from 1/64 (28 px)
+    assert FaceDrawing(_Identity()).detect.keywords == {"fraction": STILL}  # `vidtoon image`
+    assert FaceDrawing(_Identity(), 3).detect.keywords == {"fraction": VIDEO}  # `vidtoon live`
 
 
 def test_detector_finds_nothing_without_a_face() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+import functools
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -50,12 +51,13 @@ class Face:
     weight: float = 1.0
 
 
-def min_face(height: int, width: int) -> float:
-    """The smallest face searched for in a frame: 16 px, or 1/24 of its shorter side (30 px at 720p).
+def min_face(height: int, width: int, fraction: float = 24.0) -> float:
+    """The smallest face searched for in a frame: 16 px, or 1/``fraction`` of its shorter side (video: 1/24,
+    30 px at 720p; stills: 1/64, 47 px in a 12-megapixel photo).
 
-    Not searching for smaller faces keeps the detector's image pyramid, and its cost (~60 ms on two cores),
-    about the same from 384p to 4K."""
-    return max(16.0, min(height, width) / 24.0)
+    Not searching for smaller faces keeps the detector's image pyramid, and its cost (~60 ms on two cores
+    for video), about the same from 384p to 4K."""
+    return max(16.0, min(height, width) / fraction)
 
 
 def face_interval(rate: Fraction | None) -> int:
@@ -74,8 +76,13 @@ def load_detector() -> Any:
     return MTCNN.load(WEIGHTS)
 
 
-def detect_faces(rgb: np.ndarray, upright: str = "") -> list[Face]:
-    """Faces in an H x W x 3 uint8 RGB frame (MTCNN, faces from :func:`min_face` up, probability > 0.9).
+#: a still is searched for faces down to 1/64 of its shorter side (a group photo from a phone), video to 1/24
+STILL, VIDEO = 64.0, 24.0
+
+
+def detect_faces(rgb: np.ndarray, upright: str = "", fraction: float = VIDEO) -> list[Face]:
+    """Faces in an H x W x 3 uint8 RGB frame (MTCNN, faces from :func:`min_face` with ``fraction`` up,
+    probability > 0.9).
 
     ``upright``: the display transform that stands the frame up (vidtoon.compare.display_transform of its
     video's display matrix: a phone's portrait video is stored sideways, where MTCNN finds no face). The
@@ -84,7 +91,7 @@ def detect_faces(rgb: np.ndarray, upright: str = "") -> list[Face]:
 
     turn = _TRANSFORMS[upright]
     shown = np.ascontiguousarray(turn(rgb))
-    found = load_detector().detect(shown, min_face=min_face(*shown.shape[:2]))
+    found = load_detector().detect(shown, min_face=min_face(*shown.shape[:2], fraction))
     to_stored = _stored_point(turn, rgb.shape[1], rgb.shape[0])
     faces = []
     for f in found[found[:, 4] > MIN_PROBABILITY]:
@@ -276,7 +283,9 @@ class FaceDrawing:
     else is the wrapped engine's."""
 
     def __init__(self, engine: Any, every: int | None = None,
-                 detect: Callable[[np.ndarray], list[Face]] = detect_faces, strength: float = 1.0) -> None:
+                 detect: Callable[[np.ndarray], list[Face]] | None = None, strength: float = 1.0) -> None:
+        if detect is None:  # stills are searched for smaller faces than frames of a stream
+            detect = functools.partial(detect_faces, fraction=STILL if every is None else VIDEO)
         self.engine, self.every, self.detect, self.strength = engine, every, detect, strength
         self._seen = 0
         self._faces: list[Face] = []
