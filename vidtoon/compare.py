@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["CompareLayout", "layout_for", "display_transform"]
+__all__ = ["CompareLayout", "layout_for", "display_transform", "turner"]
 
 #: display transforms as ffmpeg names them (its ``transpose`` directions, ``hflip``, ``vflip``), on H x W x C arrays
 _TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -31,6 +31,11 @@ _TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 _INVERSE = {"clock": "cclock", "cclock": "clock"}  # the others undo themselves
 _SWAPS_AXES = {"clock", "cclock", "cclock_flip", "clock_flip"}
+
+
+def turner(transform: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that applies ``transform`` (a name :func:`display_transform` returns) to an H x W x C array."""
+    return _TRANSFORMS[transform]
 
 
 def display_transform(matrix: tuple[int, ...] | None) -> str:

@@ -87,9 +87,9 @@ def detect_faces(rgb: np.ndarray, upright: str = "", fraction: float = VIDEO) ->
     ``upright``: the display transform that stands the frame up (vidtoon.compare.display_transform of its
     video's display matrix: a phone's portrait video is stored sideways, where MTCNN finds no face). The
     faces are found on the upright picture; their boxes are returned in the stored frame's pixels."""
-    from vidtoon.compare import _TRANSFORMS
+    from vidtoon.compare import turner
 
-    turn = _TRANSFORMS[upright]
+    turn = turner(upright)
     shown = np.ascontiguousarray(turn(rgb))
     found = load_detector().detect(shown, min_face=min_face(*shown.shape[:2], fraction))
     to_stored = _stored_point(turn, rgb.shape[1], rgb.shape[0])
