@@ -184,6 +184,8 @@ def test_between_moves_matched_faces_and_fades_the_others() -> None:
 def test_face_interval_and_min_face() -> None:
     assert face_interval(Fraction(30000, 1001)) == 10 and face_interval(Fraction(25)) == 8
     assert face_interval(Fraction(2)) == 1 and face_interval(None) == 8
+    # the frames between two detections are held back: at most 256 MiB of them (120 fps 4K: every 10th)
+    assert face_interval(Fraction(120), 3840 * 2160 * 3) == 10 and face_interval(Fraction(30), 1280 * 720 * 3) == 10
     assert min_face(240, 320) == 16 and min_face(720, 1280) == 30 and min_face(2160, 3840) == 90
 
 

@@ -39,6 +39,8 @@ MAX_SIGMA = 5.0
 INK_MARGIN = 20.0
 #: detector probability a face needs (MTCNN's own stage thresholds come first)
 MIN_PROBABILITY = 0.9
+#: the most bytes of frames a video's face tracking holds back between two detections
+HELD_BYTES = 256 * 2**20
 #: MTCNN's weights, kept apart from the models in weights/ (it is not a look: `--model` does not list it)
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "faces" / "mtcnn.pt"
 
@@ -60,13 +62,13 @@ def min_face(height: int, width: int, fraction: float = 24.0) -> float:
     return max(16.0, min(height, width) / fraction)
 
 
-def face_interval(rate: Fraction | None) -> int:
+def face_interval(rate: Fraction | None, frame_bytes: int = 0) -> int:
     """Frames from one face detection to the next in a video: about three detections a second (every 10th
     frame at 30 fps, every 8th at 25, every frame below 4.5 fps); 8 when the rate is unknown. More would
-    cost much of the conversion's speed on a CPU; boxes move smoothly between detections."""
-    if not rate or rate <= 0:
-        return 8
-    return max(1, round(float(rate) / 3))
+    cost much of the conversion's speed on a CPU; boxes move smoothly between detections. The frames between
+    are held back, so at most 256 MiB of them (``frame_bytes`` each): 120 fps 4K detects every 10th frame."""
+    every = 8 if not rate or rate <= 0 else max(1, round(float(rate) / 3))
+    return min(every, max(1, HELD_BYTES // frame_bytes)) if frame_bytes > 0 else every
 
 
 @lru_cache(maxsize=1)
@@ -265,13 +267,14 @@ class FaceTrack:
         return out
 
 
-def video_faces(rate: Fraction | None, display_matrix: tuple[int, ...] | None) -> FaceTrack:
-    """The :class:`FaceTrack` of a video with this frame rate and display matrix (its faces are found on the
-    picture as displayed: :func:`detect_faces`'s ``upright``)."""
+def video_faces(rate: Fraction | None, display_matrix: tuple[int, ...] | None, size: tuple[int, int] = (0, 0)
+                ) -> FaceTrack:
+    """The :class:`FaceTrack` of a video with this frame rate, display matrix and frame ``size`` (width,
+    height; its faces are found on the picture as displayed: :func:`detect_faces`'s ``upright``)."""
     from vidtoon.compare import display_transform
 
     upright = display_transform(display_matrix)
-    return FaceTrack(face_interval(rate), lambda rgb: detect_faces(rgb, upright))
+    return FaceTrack(face_interval(rate, size[0] * size[1] * 3), lambda rgb: detect_faces(rgb, upright))
 
 
 class FaceDrawing:

@@ -108,7 +108,8 @@ class _Conversion:
         self.batch = opts.batch_for(engine.device, getattr(engine, "preferred_batch_size", None))
         self.stabilizer = _stabilizer(opts)
         # --strength 0 gives the photo back: no face to draw into it
-        self.faces = video_faces(job.info.rate, job.info.display_matrix) if opts.faces and opts.strength > 0 else None
+        self.faces = video_faces(job.info.rate, job.info.display_matrix, job.size) \
+            if opts.faces and opts.strength > 0 else None
         if self.faces is not None:
             load_detector()  # now, with the engine's start-up, rather than in the middle of the first batch
         #: the stabilizer's warp and blend on the engine's GPU (None: on the CPU, in the encoding thread)
