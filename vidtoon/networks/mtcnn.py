@@ -116,13 +116,11 @@ def _nms(boxes: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarra
     Overlap is intersection over union, or with ``by_min`` over the smaller box (ONet's final step: drops a
     box inside a larger one). NumPy, not torchvision's: importing torchvision costs 1.5 s of start-up."""
     order, keep = np.argsort(-boxes[:, 4], kind="stable"), []
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    if by_min:
-        area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    one = 1.0 if by_min else 0.0  # the Caffe code's +1 pixel in its "Min" overlap, as the port keeps it
+    area = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
     while order.size:
         i, rest = order[0], order[1:]
         keep.append(i)
-        one = 1.0 if by_min else 0.0  # the Caffe code's +1 pixel in its "Min" overlap, as the port keeps it
         w = np.maximum(0, np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]) + one)
         h = np.maximum(0, np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]) + one)
         inter = w * h
@@ -168,7 +166,6 @@ class MTCNN(nn.Module):
         ``min_face``: the smallest face width searched for, in pixels (the pyramid starts at 12 / min_face:
         a larger value is much faster on big frames). ``thresholds``: each stage's probability cut-off."""
         h, w = rgb.shape[:2]
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
         rows = [np.empty((0, 9))]
         scale, level = 12.0 / min_face, rgb
         while min(h, w) * scale >= 12:
@@ -178,6 +175,9 @@ class MTCNN(nn.Module):
             rows.append(self._propose(level, scale, thresholds[0]))
             scale *= factor
         boxes = _square(_regress(_nms(np.concatenate(rows), 0.7), plus_one=False))
+        if len(boxes) == 0:  # most frames: no window passed PNet, no crop is needed
+            return np.empty((0, 5))
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
         for net, size, t in ((self.rnet, 24, thresholds[1]), (self.onet, 48, thresholds[2])):
             if len(boxes) == 0:
                 return np.empty((0, 5))
