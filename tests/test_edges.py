@@ -192,6 +192,28 @@ def test_gated_outlines_are_kept_only_where_the_edge_map_sees_a_border() -> None
     assert float(ink_left[..., 99:].abs().max()) == 0.0 and float(ink[..., 99:].sum()) > 0
 
 
+def test_a_gate_floor_keeps_lines_away_from_borders_at_that_fraction() -> None:
+    from vidtoon.networks.toon import ToonGenerator
+
+    cfg = read_checkpoint(resolve_model_path("default"))["config"]
+    plain = load_generator("default")
+    floored = ToonGenerator(**{**cfg, "gate_low": 0.0, "gate_high": 0.6, "gate_floor": 0.5})
+    floored.load_state_dict({**floored.state_dict(), **plain.state_dict()})
+    floored.eval()
+    assert floored.config["gate_floor"] == 0.5
+    x = _picture(96, 128)
+    inks = {}
+    with torch.no_grad():
+        _, _, ink = plain(x, parts=True)
+        for value in (0.0, 0.3, 1.0):
+            floored.edges = _Map(value)
+            inks[value] = floored(x, parts=True)[2]
+    assert float(ink.sum()) > 20
+    assert torch.allclose(inks[0.0], 0.5 * ink, atol=1e-6)  # no border seen: lines at the floor, not dropped
+    assert torch.allclose(inks[0.3], 0.75 * ink, atol=1e-6)  # halfway up the ramp
+    assert torch.allclose(inks[1.0], ink, atol=1e-6)  # on a border: the default's lines
+
+
 def test_a_student_trained_from_clean_keeps_its_look() -> None:
     from vidtoon.trainer.distill import student_toon
 
@@ -220,6 +242,47 @@ def test_clean_is_the_defaults_look_with_its_lines_gated_by_the_student() -> Non
         assert torch.allclose(bare, load_generator("default", outline=0.0)(x), atol=1e-6)
         assert torch.allclose(full, load_generator("default")(x), atol=1e-6)
     assert (full - bare).abs().max() > 0.3 and (y - full).abs().max() <= (full - bare).abs().max() + 1e-6
+
+
+def test_steady_is_cleans_network_with_lines_kept_at_half_away_from_borders_and_soft_seeds() -> None:
+    from vidtoon.networks.toon import ToonGenerator
+
+    clean, steady = load_generator("clean"), load_generator("steady")
+    assert steady.config == {**clean.config, "gate_low": 0.0, "gate_high": 0.6, "gate_floor": 0.5, "seed_ramp": 1.0}
+    assert all(torch.equal(v, clean.state_dict()[k]) for k, v in steady.state_dict().items())
+    # with a border seen everywhere it is the default's look with soft seeds; with none, its lines at half
+    cfg = read_checkpoint(resolve_model_path("default"))["config"]
+    soft = ToonGenerator(**{**cfg, "seed_ramp": 1.0})
+    soft.load_state_dict(load_generator("default").state_dict())
+    x = _picture(96, 128)
+    x[..., 24:72, 104:120] = torch.tensor([-0.8, 0.6, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        _, _, ink = soft.eval()(x, parts=True)
+        steady.edges = _Map(1.0)
+        _, _, ink_all = steady(x, parts=True)
+        steady.edges = _Map(0.0)
+        _, _, ink_none = steady(x, parts=True)
+    assert float(ink.sum()) > 20
+    assert torch.allclose(ink_all, ink, atol=1e-6) and torch.allclose(ink_none, 0.5 * ink, atol=1e-6)
+
+
+@pytest.mark.slow  # ~20 s on the 2-core CPU
+def test_steady_exports_to_onnx_and_matches_torch(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+
+    from vidtoon.engines.onnx_export import FP32_ATOL, export_onnx
+
+    net = load_generator("steady")
+    assert export_onnx(net, tmp_path / "steady.onnx").max_abs_diff <= FP32_ATOL
+    session = ort.InferenceSession(str(tmp_path / "steady.onnx"), providers=["CPUExecutionProvider"])
+    for h, w in ((72, 100), (400, 424)):  # below and above 360 lines (the lines' size band is read in the graph)
+        x = _picture(h, w)
+        x[..., h // 4:h // 2, w // 2:w // 2 + 16] = torch.tensor([-0.8, 0.6, 0.3]).view(1, 3, 1, 1)
+        x = torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1  # on the uint8 grid, as the engines feed it
+        with torch.inference_mode():
+            ref = net(x).numpy()
+        out = session.run(None, {"input": x.numpy()})[0]
+        assert np.abs(out - ref).max() <= FP32_ATOL
 
 
 def test_the_students_nearby_map_is_a_local_maximum_of_its_map() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from vidtoon.models import export_generator, load_generator
 from vidtoon.networks import ToonGenerator
-from vidtoon.networks.lines import canny_lines
+from vidtoon.networks.lines import canny_lines, trace_lines
 from vidtoon.trainer import tune
 
 CANNY = (50 * 2 / 255, 120 * 2 / 255)  # OpenCV's thresholds 50 / 120, in [-1, 1] units
@@ -49,6 +49,36 @@ def test_hysteresis_follows_a_weak_edge_only_from_a_strong_one() -> None:
     assert far[42:46, 60:90].max() < 0.05  # the lower edge, weak and alone: dropped
     near = canny_lines(gray, *CANNY, steps=4)[0, 0].numpy()
     assert near[14:18, 80:90].max() < 0.05  # hysteresis stops after ``steps`` pixels
+
+
+def _chain(seed: float) -> torch.Tensor:
+    """A gradient magnitude with one horizontal ridge (row 8) of weak pixels (0.3) and one seed at column 4."""
+    mag = torch.zeros(1, 1, 17, 32)
+    mag[..., 8, 2:30] = 0.3
+    mag[..., 8, 4] = seed
+    return mag
+
+
+def test_soft_seeds_make_a_chain_as_dark_as_its_strongest_pixel_is_past_the_threshold() -> None:
+    low, high, steps = 0.2, 0.5, 40
+    across_y = torch.zeros(1, 1, 17, 32)  # the gradient is along y: suppression looks up and down
+
+    def chain(seed: float, ramp: float) -> np.ndarray:
+        line = trace_lines(_chain(seed), across_y, low, high, steps, seed_ramp=ramp)[0, 0]
+        return line.sum(0)[6:28].numpy()  # ink per column along the chain, away from its ends
+
+    # Canny's hard test: just below the threshold the whole chain is gone, just above it is all there
+    assert chain(0.49, 0.0).max() == 0.0 and chain(0.51, 0.0).min() > 0.9
+    # soft seeds: the chain's darkness follows its strongest pixel, with no jump at the threshold ...
+    below, above = chain(0.49, 1.0), chain(0.51, 1.0)
+    assert np.allclose(below, 0.49, atol=0.02) and np.allclose(above, 0.51, atol=0.02)
+    assert np.allclose(below, below[0], atol=1e-6)  # ... carried along the chain without fading
+    # ... and a chain with a strong seed (twice the threshold) is drawn exactly as Canny draws it
+    assert np.allclose(chain(1.0, 1.0), chain(1.0, 0.0), atol=1e-6)
+    # a chain of weak pixels alone: dropped by Canny; with soft seeds as light as its own pixels are
+    # (0.3 of a ramp from 0 to 1.0: 0.3, times the weak test's sigmoid), and dropped below the ramp's foot
+    assert chain(0.3, 0.0).max() == 0.0 and np.allclose(chain(0.3, 1.0), 0.3, atol=0.01)
+    assert chain(0.3, 0.2).max() == 0.0
 
 
 def test_lines_agree_with_opencv_canny() -> None:

@@ -126,7 +126,8 @@ class ToonGenerator(LookControls, nn.Module):
                  line_high: float = 0.94, hysteresis: int = 6, texture_lines: float = 0.0,
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
                  headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
-                 line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0) -> None:
+                 line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
+                 seed_ramp: float = 0.0) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -153,10 +154,17 @@ class ToonGenerator(LookControls, nn.Module):
         if lines == "flat":
             # Canny lines of the flattened image (region borders), ``line_gain`` darker, wider in large frames
             self.config["line_gain"] = line_gain
+            if seed_ramp:
+                # hysteresis seeds weighed softly: a chain as dark as its strongest pixel is past the threshold
+                # (steadier lines in video: networks/lines.py, trace_lines)
+                self.config["seed_ramp"] = seed_ramp
             if gate_high > 0.0:
                 # ... kept only where a learned edge map (networks/edges.py) sees an object border: fading in
-                # from edge probability ``gate_low`` to ``gate_high`` (no strokes on texture or bokeh)
+                # from edge probability ``gate_low`` to ``gate_high`` (no strokes on texture or bokeh); with
+                # ``gate_floor``, lines away from those borders are drawn at that fraction instead of dropped
                 self.config.update({"gate_low": gate_low, "gate_high": gate_high})
+                if gate_floor:
+                    self.config["gate_floor"] = gate_floor
                 self.edges = EdgeStudent()
         if headroom and lines != "student":
             self.config["headroom"] = headroom
@@ -225,12 +233,13 @@ class ToonGenerator(LookControls, nn.Module):
         elif cfg.get("lines") == "flat":
             # the flattened image's colour borders (mean shift + outlines' lines), in float32 (thresholds)
             line = flat_outlines(out.float(), scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
-                                 cfg.get("line_gain", 1.0))
+                                 cfg.get("line_gain", 1.0), cfg.get("seed_ramp", 0.0))
             if prob is not None:
                 # only object borders: ``prob`` is the edge map's largest value within ~2 px (its ridge may
                 # sit a pixel or two off the flattened image's border), a ramp from gate_low to gate_high
-                gate = (prob.float() - cfg["gate_low"]) / (cfg["gate_high"] - cfg["gate_low"])
-                line = line * gate.clamp(0.0, 1.0)
+                gate = ((prob.float() - cfg["gate_low"]) / (cfg["gate_high"] - cfg["gate_low"])).clamp(0.0, 1.0)
+                floor = cfg.get("gate_floor", 0.0)
+                line = line * (floor + (1.0 - floor) * gate if floor else gate)
             if cfg.get("texture_lines", 0.0):
                 line = line * (1.0 - cfg["texture_lines"] * up(texture(lum4)).float())
             ink = line.to(xp.dtype) * (s * self.outline)
