@@ -266,7 +266,7 @@ def test_steady_is_cleans_network_with_lines_kept_at_half_away_from_borders_and_
     assert torch.allclose(ink_all, ink, atol=1e-6) and torch.allclose(ink_none, 0.5 * ink, atol=1e-6)
 
 
-@pytest.mark.slow  # ~20 s on the 2-core CPU
+@pytest.mark.slow  # ~5 s on the 2-core CPU (an export and its check)
 def test_steady_exports_to_onnx_and_matches_torch(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
 

@@ -79,12 +79,12 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     Canny lines of the flattened image's colours (:func:`colour_lines`), as mean shift + outlines draws
     them: on a mode-filtered image they follow region borders, not texture. ``gain`` darkens the anti-aliased
     line (its centre is ~0.5 for a one-pixel line; people punished faint thin lines); ``seed_ramp``: how
-    softly a chain's strongest pixel decides its darkness (:func:`~vidtoon.networks.lines.trace_lines`). ``scale`` (the shorter
-    side / :data:`REFERENCE_LINES`) keeps the look the same at any frame size: a border that is sharp in a
-    300-line photo is spread over 2-3 px at 720 lines, where Canny's small window sees a weak gradient (few,
-    broken lines, seen on the clips), so from 360 lines on the lines fade over to those traced at half
-    resolution (all of them from 660 lines); the width grows with the frame, ~1 px up to 360 lines, 2 px
-    at 720, 3 px at 1080.
+    softly a chain's strongest pixel decides its darkness (:func:`~vidtoon.networks.lines.trace_lines`).
+    ``scale`` (the shorter side / :data:`REFERENCE_LINES`) keeps the look the same at any frame size: a
+    border that is sharp in a 300-line photo is spread over 2-3 px at 720 lines, where Canny's small window
+    sees a weak gradient (few, broken lines, seen on the clips), so from 360 lines on the lines fade over to
+    those traced at half resolution (all of them from 660 lines); the width grows with the frame, ~1 px up
+    to 360 lines, 2 px at 720, 3 px at 1080.
 
     Each size traces only the lines it uses: the full-resolution ones below 660 lines, the half-resolution
     ones above 360 (both in between; tracing at full resolution was 3/4 of the look's time at 720p, and its
@@ -98,10 +98,11 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     # (in a traced graph an unused side traces a 1 x 1 corner: a constant image, so no line (its gradient
     # magnitude is 1e-6, below any threshold): exactly 0)
     if fine_used is not False:
-        fine = _dilate((colour_lines(_corner(img, fine_used), low, high, steps, seed_ramp) * gain).clamp(0.0, 1.0), width)
+        fine = colour_lines(_corner(img, fine_used), low, high, steps, seed_ramp)
+        fine = _dilate((fine * gain).clamp(0.0, 1.0), width)
     if half_used is not False:
-        half = (colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps,
-                                     seed_ramp) * gain).clamp(0.0, 1.0)
+        half = colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps, seed_ramp)
+        half = (half * gain).clamp(0.0, 1.0)
         half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
                              align_corners=False)
     if fine is None or half is None:
