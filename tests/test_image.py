@@ -157,6 +157,17 @@ def test_bad_inputs(tmp_path: Path, toon_model: Path, capsys) -> None:
     assert not (tmp_path / "x.gif").exists()
 
 
+def test_a_video_given_to_image_is_pointed_to_convert(tmp_path: Path, toon_model: Path, capsys) -> None:
+    from mediagen import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=3)
+    before = sorted(tmp_path.iterdir())
+    code, _, err = run(["image", str(clip), "--model", str(toon_model)], capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("Error:") and "is a video" in err and f"vidtoon convert {clip}" in err
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_load_image_palette_and_grey16(tmp_path: Path) -> None:
     from vidtoon.images import load_image
 

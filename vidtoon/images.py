@@ -116,6 +116,19 @@ def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None, re
     return jobs
 
 
+def _is_video(path: str | Path) -> bool:
+    """Whether FFmpeg opens ``path`` as a moving picture (for the error that points it to ``convert``)."""
+    import av
+
+    from vidtoon.video.reader import is_still_image, open_container, video_streams
+
+    try:
+        with open_container(path) as container:
+            return not is_still_image(container) and bool(video_streams(container))
+    except (av.FFmpegError, OSError):
+        return False
+
+
 def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Read an image upright: returns (H x W x 3 uint8 RGB, H x W uint8 alpha or None, metadata).
 
@@ -129,6 +142,8 @@ def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[st
             im.load()
             im = ImageOps.exif_transpose(im)  # applies and drops the orientation tag
     except Image.UnidentifiedImageError:
+        if _is_video(path):
+            raise VidtoonError(f"{path} is a video, not an image (use vidtoon convert {path})") from None
         raise VidtoonError(f"cannot read {path}: not an image (JPEG, PNG, WebP, ...)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise VidtoonError(f"cannot read {path} as an image: {exc}") from exc
