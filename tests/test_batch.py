@@ -121,6 +121,12 @@ def test_batch_bad_files_resume_and_report(tmp_path: Path, clips: dict[str, Path
     assert code == 0, err
     assert "4 already done" in err and (out / "a.mp4").stat().st_mtime_ns == mtime
     assert json.loads(report.read_text())["summary"] == {"done": 0, "skipped": 4, "failed": 0}
+    # a skipped file is reported with what its output holds (here an 8-frame video), not its input's 12 frames
+    shutil.copy(out / "trip" / "b.mp4", out / "a.mp4")
+    code, stdout, err = run(args + ["--exclude", "broken.mp4"], capsys)
+    a = next(f for f in json.loads(report.read_text())["files"] if f["input"] == "a.mp4")
+    assert code == 0 and a["status"] == "skipped" and a["frames"] == 8
+    assert a["size_bytes"] == (out / "a.mp4").stat().st_size
 
 
 def test_resume_after_interrupted_run(tmp_path: Path, clips: dict[str, Path], toon_model: Path, capsys) -> None:
