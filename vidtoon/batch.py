@@ -70,16 +70,7 @@ def precheck(item: BatchItem, overwrite: bool) -> FileResult | None:
 def _frames_in(path: Path) -> int:
     """The frame count of a video already written (a skipped file's output: it may be a trimmed or partial
     conversion of its input, so the input's count would be wrong); 0 when unknown or unreadable."""
-    import av
-
-    from vidtoon.video.reader import count_frames, open_container, video_streams
-
-    try:
-        with open_container(path) as container:
-            videos = video_streams(container)
-            return (count_frames(videos[0], container) or 0) if videos else 0
-    except (av.FFmpegError, OSError):
-        return 0
+    return probe_file(path).frames or 0
 
 
 def convert_item(item: BatchItem, engine: Any, convert_options: dict[str, Any], *, generator: Any = None,

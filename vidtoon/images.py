@@ -117,16 +117,11 @@ def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None, re
 
 
 def _is_video(path: str | Path) -> bool:
-    """Whether FFmpeg opens ``path`` as a moving picture (for the error that points it to ``convert``)."""
-    import av
+    """Whether ``path`` is a video by its content, as ``batch`` decides (for the error that points it to
+    ``convert``)."""
+    from vidtoon.batch_find import probe_file
 
-    from vidtoon.video.reader import is_still_image, open_container, video_streams
-
-    try:
-        with open_container(path) as container:
-            return not is_still_image(container) and bool(video_streams(container))
-    except (av.FFmpegError, OSError):
-        return False
+    return probe_file(Path(path)).kind == "video"
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
