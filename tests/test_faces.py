@@ -315,3 +315,26 @@ def test_convert_draws_faces_and_keeps_the_timing(tmp_path: Path, capsys: pytest
         diff = np.abs(on - off).max(axis=2)
         assert diff[45:75, 40 + n:66 + n].mean() > 2, n
         assert diff[:, 130:].mean() < 1  # far from the face: as without
+
+
+def test_a_videos_detector_runs_on_one_torch_thread_and_gives_the_count_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a conversion the detector shares the cores with decoding, encoding and the engine: it runs on one
+    PyTorch thread (two waited for each other when a core was busy), and the count is restored after."""
+    import vidtoon.faces as faces_module
+
+    seen: list[int] = []
+
+    def fake_detect(rgb: np.ndarray, upright: str = "", fraction: float = VIDEO) -> list[Face]:
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("detector failed")  # the count comes back on errors too
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(faces_module, "detect_faces", fake_detect)
+        track = video_faces(Fraction(30), None, (64, 48))
+        with pytest.raises(RuntimeError, match="detector failed"):
+            track.push("frame", np.zeros((48, 64, 3), np.uint8))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
