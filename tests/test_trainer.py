@@ -140,6 +140,87 @@ def test_resume_continues_exactly(data, tmp_path: Path) -> None:
     assert len(list(csv.DictReader((resumed / "losses.csv").open()))) == 4
 
 
+def test_ctrl_c_during_a_step_saves_that_step_complete_and_resume_is_exact(data, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """Ctrl-C lands in the middle of a step (here: in the third step's generator update): the step is finished
+    before the checkpoint is written, so a resume continues exactly as a run that was never stopped."""
+    import signal
+
+    import vidtoon.trainer.loop as loop
+
+    straight = train(_opts(data, tmp_path / "a"), log=lambda m: None)
+    real, calls = loop._g_step, []
+
+    def g_step(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C: delivered here, mid-step
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "_g_step", g_step)
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(_opts(data, tmp_path / "b"), log=said.append)
+    monkeypatch.setattr(loop, "_g_step", real)
+    run = next((tmp_path / "b").glob("0*"))
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
+    assert any("saved step 3" in m for m in said)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+    resumed = train(_opts(data, tmp_path / "unused"), resume=run, log=lambda m: None)
+    a = torch.load(straight / "checkpoints" / "latest.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "latest.pt", weights_only=False)
+    for key in ("params", "params_ema", "params_d"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), (key, name)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_plain_error(data, tmp_path: Path) -> None:
+    """export-model, --init-from and --resume name a bad file in one Error line (an empty file was taken for
+    a Ctrl-C: torch raises EOFError, which click turns into an abort); a bad --init-from leaves no run folder."""
+    empty, text, tensor = tmp_path / "empty.pt", tmp_path / "text.pt", tmp_path / "tensor.pt"
+    empty.write_bytes(b"")
+    text.write_text("not a model")
+    torch.save(torch.zeros(3), tensor)
+    for bad in (empty, text, tensor):
+        result = CliRunner().invoke(cli, ["export-model", str(bad), "-o", str(tmp_path / "out.pt")])
+        assert result.exit_code != 0 and isinstance(result.exception, VidtoonError), (bad, result.exception)
+        assert str(bad) in str(result.exception) and not (tmp_path / "out.pt").exists()
+        with pytest.raises(VidtoonError, match="not a vidtoon"):
+            train(_opts(data, tmp_path / "runs", init_from=str(bad)), log=lambda m: None)
+    with pytest.raises(VidtoonError, match="no such run folder or checkpoint"):
+        train(_opts(data, tmp_path / "runs", init_from=str(tmp_path / "missing.pt")), log=lambda m: None)
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    with pytest.raises(VidtoonError, match="no checkpoint to start from"):
+        train(_opts(data, tmp_path / "runs", init_from=str(nothing)), log=lambda m: None)
+    runs = tmp_path / "runs"
+    assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []
+    # a run whose latest.pt is damaged: --resume says so
+    run = train(_opts(data, tmp_path / "ok", init_steps=1, steps=0), log=lambda m: None)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"")
+    with pytest.raises(VidtoonError, match="damaged"):
+        train(_opts(data, tmp_path / "unused"), resume=run, log=lambda m: None)
+
+
+def test_train_options_refuse_an_unknown_device_or_generator_option(data, tmp_path: Path) -> None:
+    with pytest.raises(VidtoonError, match="--device must be"):
+        train(_opts(data, tmp_path / "r", device="bogus"), log=lambda m: None)
+    with pytest.raises(VidtoonError, match="--g-config foo: not an option of the fast generator"):
+        train(_opts(data, tmp_path / "r", g_config={"foo": 1}), log=lambda m: None)
+    result = CliRunner().invoke(cli, ["export-model", str(tmp_path), "-o", str(tmp_path / "x.onnx")])
+    assert isinstance(result.exception, VidtoonError) and "ends in .pt" in str(result.exception)
+
+
+def test_quiet_training_keeps_its_final_line(data, tmp_path: Path) -> None:
+    photos, cartoons = data
+    result = CliRunner().invoke(cli, [
+        "train", "--photos", str(photos), "--cartoons", str(cartoons), "--out", str(tmp_path / "q"),
+        "--g-config", "width=8", "--g-config", "width_low=8", "--g-config", "n_res=1", "--crop", "32",
+        "--batch", "2", "--init-steps", "1", "--steps", "0", "--threads", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().startswith("run finished: ") and result.stderr == ""
+
+
 def test_bad_data_errors(data, tmp_path: Path) -> None:
     photos, cartoons = data
     empty = tmp_path / "empty"

@@ -25,7 +25,9 @@ from vidtoon.trainer.options import TrainOptions
 from vidtoon.trainer.report import LossLog, plot_losses, sample_photos, to_tensor, write_grid
 from vidtoon.trainer.state import (
     EMA,
+    DeferredInterrupt,
     load_training_checkpoint,
+    read_checkpoint_file,
     new_run_dir,
     reseed_rank,
     restore_rng,
@@ -102,8 +104,12 @@ def _lr(opts: TrainOptions, step: int) -> float:
 def _init_from(source: str, G: nn.Module, D: nn.Module, ema: EMA, log: Callable[[str], None]) -> None:
     """Fine-tuning: initialise G (its EMA weights when present), its EMA, and D from another run."""
     path = Path(source)
-    ckpt = load_training_checkpoint(path) if path.is_dir() else torch.load(str(path), map_location="cpu",
-                                                                              weights_only=False)
+    if path.is_dir():
+        ckpt = load_training_checkpoint(path, "to start from (--init-from)")
+    elif path.is_file():
+        ckpt = read_checkpoint_file(path)
+    else:
+        raise VidtoonError(f"--init-from {source}: no such run folder or checkpoint file")
     weights = ckpt.get("params_ema") or ckpt["params"]
     try:
         # non-strict: a generator with an added layer (e.g. ink_refine) starts from a run without it;
@@ -313,10 +319,10 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
     nets = _build_nets(opts, device)
     if rank == 0 and importlib.util.find_spec("matplotlib") is None:
         raise VidtoonError("vidtoon train needs matplotlib for losses.png (pip install 'vidtoon[train]')")
+    if ckpt is None and opts.init_from:  # (a bad --init-from is refused before the run folder, too)
+        _init_from(opts.init_from, nets.G, nets.D, nets.ema, log)
     run = _run_folder(opts, run, rank, distributed)
     step = 0
-    if ckpt is None and opts.init_from:
-        _init_from(opts.init_from, nets.G, nets.D, nets.ema, log)
     if ckpt is not None:
         step = _restore(nets, ckpt, opts, rng, rank, device)
         log(f"resumed {run} at step {step}")
@@ -330,27 +336,34 @@ def _train(opts: TrainOptions, device: torch.device, ckpt: dict | None, run: Pat
     end = total if stop_at is None else min(total, stop_at)
 
     t0, last_t, last_step = time.time(), time.time(), step
-    try:
-        while step < end:
-            row = _train_step(opts, nets, data, device, step)
-            step = row["step"]
-            if step % opts.log_every == 0 or step == end:
-                now = time.time()
-                row.update(it_per_s=(step - last_step) / max(now - last_t, 1e-9), elapsed_s=now - t0)
-                last_t, last_step = now, step
-                if losslog:
-                    losslog.append(row)
-            if progress and rank == 0:
-                progress(step, total, row)
-            if rank == 0 and (step % opts.sample_every == 0 or step == end):
-                write_grid(run / "results" / f"step_{step:06d}.png", nets.ema.module, data.sample_inputs, device)
-            if rank == 0 and (step % opts.checkpoint_every == 0 or step == end):
+    mid_step = False
+    with DeferredInterrupt() as ctrl_c:
+        try:
+            while step < end:
+                mid_step = True
+                row = _train_step(opts, nets, data, device, step)
+                step, mid_step = row["step"], False
+                if step % opts.log_every == 0 or step == end:
+                    now = time.time()
+                    row.update(it_per_s=(step - last_step) / max(now - last_t, 1e-9), elapsed_s=now - t0)
+                    last_t, last_step = now, step
+                    if losslog:
+                        losslog.append(row)
+                if progress and rank == 0:
+                    progress(step, total, row)
+                if rank == 0 and (step % opts.sample_every == 0 or step == end):
+                    write_grid(run / "results" / f"step_{step:06d}.png", nets.ema.module, data.sample_inputs, device)
+                if rank == 0 and (step % opts.checkpoint_every == 0 or step == end):
+                    _checkpoint(run, opts, nets, step, rng, device)
+                ctrl_c.check()  # a Ctrl-C during the step takes effect here, with the step complete
+        except KeyboardInterrupt:
+            if mid_step:  # a second Ctrl-C cut a step short: its state is half-updated, the last checkpoint stands
+                log(f"interrupted during a step: {run} resumes from its last checkpoint (--resume {run})")
+                raise
+            if rank == 0:  # Ctrl-C saves first, so --resume continues exactly from here
                 _checkpoint(run, opts, nets, step, rng, device)
-    except KeyboardInterrupt:
-        if rank == 0:  # Ctrl-C saves first, so --resume continues from here
-            _checkpoint(run, opts, nets, step, rng, device)
-        log(f"interrupted: saved step {step} in {run} (resume with --resume {run})")
-        raise
+            log(f"interrupted: saved step {step} in {run} (resume with --resume {run})")
+            raise
     if distributed:
         dist.barrier()  # every rank returns once rank 0's last checkpoint is written (a resume may follow)
     return run

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import re
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,4 +93,52 @@ def load_training_checkpoint(run: Path, purpose: str = "to resume from") -> dict
     if not path.is_file():
         raise VidtoonError(f"{run} has no checkpoint {purpose} ({path} is missing: the run stopped before "
                            "its first checkpoint)")
-    return torch.load(str(path), map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint_file(path)
+    missing = [k for k in ("params", "params_d", "optimizer_g", "optimizer_d", "step", "rng") if k not in ckpt]
+    if missing:
+        raise VidtoonError(f"{path} is not a training checkpoint (no {', '.join(missing)}): nothing {purpose}")
+    return ckpt
+
+
+def read_checkpoint_file(path: Path) -> dict[str, Any]:
+    """A checkpoint file: a training run's ``latest.pt`` or a model written by ``export-model``, with one plain
+    error for a file that is neither (empty, truncated, not made by torch, or another torch file)."""
+    try:
+        # (not weights_only: a training checkpoint holds the random generators' states, as Python objects)
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types (EOFError, pickle errors, zip errors) for a bad file
+        raise VidtoonError(f"{path} is not a vidtoon checkpoint, or it is damaged") from exc
+    if not isinstance(ckpt, dict) or "arch" not in ckpt or not ({"params", "params_ema"} & ckpt.keys()):
+        raise VidtoonError(f"{path} is not a vidtoon generator checkpoint (no arch and weights)")
+    return ckpt
+
+
+class DeferredInterrupt:
+    """Within the block, Ctrl-C (SIGINT) takes effect at the next :meth:`check` instead of where it lands, so a
+    training step is never cut in half (its saved checkpoint would hold a half-updated state, and a resume
+    would not continue exactly); a second Ctrl-C interrupts at once. Outside the main thread it does nothing
+    (Python delivers signals to the main thread only)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._before: Any = None
+
+    def __enter__(self) -> "DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._before = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is not None:
+            signal.signal(signal.SIGINT, self._before)
+            self._before = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C was pressed since the block began."""
+        if self.pending:
+            raise KeyboardInterrupt
