@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vidtoon.trainer.state import load_training_checkpoint
+from vidtoon.trainer.state import load_training_checkpoint, read_checkpoint_file
 from vidtoon.models import export_generator, generator_from_checkpoint
 from vidtoon.errors import VidtoonError
 
@@ -13,9 +13,7 @@ def export_run(run: str | Path, output: str | Path, ema: bool = True) -> Path:
     """Write the run's (EMA) generator to ``output``; ``run`` is a run folder or a checkpoint file."""
     run = Path(run)
     if run.is_file():
-        import torch
-
-        ckpt = torch.load(str(run), map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint_file(run)
     elif run.is_dir():
         ckpt = load_training_checkpoint(run, "to export")
     else:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,13 @@ class TrainOptions:
         for ok, msg in checks:
             if not ok:
                 raise VidtoonError(msg)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise VidtoonError(f"--device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
+        known = [p for p in inspect.signature(ARCHS[self.arch]).parameters if p not in ("self", "args", "kwargs")]
+        unknown = [k for k in self.g_config if k not in known]
+        if unknown:
+            raise VidtoonError(f"--g-config {', '.join(unknown)}: not an option of the {self.arch} generator "
+                               f"(its options: {', '.join(known)})")
         return self
 
     def to_json(self) -> str:

@@ -16,12 +16,15 @@ def export_model_cmd(run: str, output: str, no_ema: bool, debug: bool) -> None:
     """Write the generator of training RUN (folder or checkpoint) as a small inference checkpoint."""
     from pathlib import Path
 
+    from vidtoon.errors import VidtoonError
     from vidtoon.fileio import check_creatable
     from vidtoon.trainer.export import export_run
 
     out = Path(output)
     if out.is_dir() or output.endswith(("/", os.sep)):  # a folder: the default name in it, as every command
         out = out / f"{Path(run).resolve().stem}.pt"
+    if out.suffix.lower() != ".pt":  # --model judges a file by its name (an .onnx is the engines' export)
+        raise VidtoonError(f"-o {output}: a model file's name ends in .pt (or give a folder)")
     check_creatable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     path = export_run(run, out, ema=not no_ema)

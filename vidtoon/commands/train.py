@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -88,14 +91,23 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
     if dry_run:
         click.echo(opts.validate().to_json())
         return
+    from vidtoon.trainer.loop import train
+
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other processes train silently
+        train(opts, resume=resume, log=lambda m: None)
+        return
+    if quiet:
+        run = train(opts, resume=resume, log=lambda m: None)
+    else:
+        run = _train_with_progress(opts, resume, train)
+    click.echo(f"run finished: {run} (export with: vidtoon export-model {run} -o style.pt)")
+
+
+def _train_with_progress(opts: Any, resume: str | Path | None, train: Callable[..., Path]) -> Path:
+    """Run ``train`` with a progress bar (phase, losses, it/s) and its log lines above it, on stderr."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from vidtoon.trainer.loop import train
-
-    if quiet or int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other processes train silently
-        train(opts, resume=resume, log=lambda m: None)
-        return
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[losses]}"), TimeRemainingColumn(), console=console) as bar:
@@ -109,5 +121,4 @@ def train_cmd(photos, cartoons, arch, g_config, out, init_from, resume, init_ste
                 losses += f" {row['it_per_s']:.2f} it/s"
             bar.update(task, completed=step, total=total, phase=row["phase"], losses=losses)
 
-        run = train(opts, resume=resume, progress=progress, log=lambda m: bar.console.print(m))
-    click.echo(f"run finished: {run} (export with: vidtoon export-model {run} -o style.pt)")
+        return train(opts, resume=resume, progress=progress, log=lambda m: bar.console.print(m))
