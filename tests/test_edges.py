@@ -112,6 +112,26 @@ def test_train_edges_smoke_resumes_and_writes_a_model(tmp_path: Path, hed_h5: Pa
     assert torch.load(run / "latest.pt", weights_only=False)["step"] == 5
 
 
+def test_train_edges_refuses_a_bad_base_or_option_before_any_work(tmp_path: Path, capsys) -> None:
+    """A --base that is not a toon model was found only after all the steps; zero batches or frames per
+    video were internal errors. Now: refused first, and no run folder is made."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "p.png"), np.full((64, 80, 3), 90, np.uint8))
+    run = tmp_path / "runs" / "r1"
+    args = ["train-edges", "--photos", photos, "--run", run, "--steps", 1, "--crop", 48]
+    code, _, err = run_cli(args + ["--base", "nosuch"], capsys)
+    assert code == 1 and err.startswith("Error:") and "nosuch" in err and "Traceback" not in err
+    (tmp_path / "text.pt").write_text("not a model")
+    code, _, err = run_cli(args + ["--base", tmp_path / "text.pt"], capsys)
+    assert code == 1 and "not a vidtoon model" in err
+    assert not run.exists()
+    for bad in (["--batch", 0], ["--frames-per-video", 0], ["--holdout", 1], ["--steps", 0]):
+        code, _, err = run_cli(args + bad, capsys)
+        assert code == 2 and "Invalid value" in err, (bad, err)
+    assert not run.exists()
+
+
 def test_tune_searches_the_look_of_a_model_with_learned_outlines() -> None:
     from vidtoon.trainer import tune
 

@@ -150,14 +150,17 @@ def distill(opts: DistillOptions, run: Path, log: Callable[[str], None] = print)
 
     if opts.crop % 16:
         raise VidtoonError(f"--crop must be a multiple of 16 (got {opts.crop})")
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "options.json").write_text(json.dumps(asdict(opts), indent=2))
+    # what can be refused is refused before the run folder is made and before any training: the base model
+    # (it is only used at the end, to write the model), the photos and videos
+    toon = _base_generator(opts.base)
     files = list_images(opts.photos, holdout=opts.holdout, held_out=False)
     images = [_shrink(im, opts.max_side) for im in (read_rgb(p) for p in files) if im is not None]
     images = [im for im in images if min(im.shape[:2]) >= opts.crop]
     if opts.videos:
         images += [f for f in video_frames(opts.videos, opts.frames_per_video, opts.max_side)
                    if min(f.shape[:2]) >= opts.crop]
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "options.json").write_text(json.dumps(asdict(opts), indent=2))
     log(f"teacher maps for {len(images)} images (HED, cached in {run.parent / 'teacher-cache'})")
     maps = teacher_maps(images, run.parent / "teacher-cache", opts.teacher)
     rng = np.random.default_rng(opts.seed)
@@ -168,7 +171,11 @@ def distill(opts: DistillOptions, run: Path, log: Callable[[str], None] = print)
     step = 0
     latest = run / "latest.pt"
     if latest.is_file():
-        state = torch.load(str(latest), map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(str(latest), map_location="cpu", weights_only=False)
+        except Exception as exc:  # (EOFError, pickle and zip errors: an empty, truncated or foreign file)
+            raise VidtoonError(f"{latest} is damaged or not a train-edges checkpoint (move it away to start "
+                               "this run again)") from exc
         student.load_state_dict(state["student"])
         ema.module.load_state_dict(state["ema"])
         optim.load_state_dict(state["optim"])
@@ -205,14 +212,19 @@ def distill(opts: DistillOptions, run: Path, log: Callable[[str], None] = print)
         save()
         raise
     save()
-    return export_generator(student_toon(ema.module, opts.base), "toon", run / "toon-student.pt",
-                            meta={"distilled": asdict(opts), "steps": step})
+    toon.edges.load_state_dict(ema.module.state_dict())
+    return export_generator(toon, "toon", run / "toon-student.pt", meta={"distilled": asdict(opts), "steps": step})
 
 
 def student_toon(student: torch.nn.Module, base: str) -> torch.nn.Module:
     """The toon generator of model ``base`` with outlines drawn from ``student`` (its weights copied in)."""
-    from vidtoon.models import read_checkpoint, resolve_model_path, student_generator
-
-    net = student_generator(read_checkpoint(resolve_model_path(base)))
+    net = _base_generator(base)
     net.edges.load_state_dict(student.state_dict())
     return net
+
+
+def _base_generator(base: str) -> torch.nn.Module:
+    """The toon generator of model ``base`` (a name or a file) with an edge network for a student."""
+    from vidtoon.models import read_checkpoint, resolve_model_path, student_generator
+
+    return student_generator(read_checkpoint(resolve_model_path(base)))
