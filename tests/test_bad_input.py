@@ -278,6 +278,23 @@ def test_unexpected_errors_are_plain_sentences(tmp_path: Path, tiny_model: Path,
     assert leftovers(tmp_path) == []
 
 
+def test_an_eof_error_is_an_error_not_a_ctrl_c(tmp_path: Path, tiny_model: Path, capsys, monkeypatch) -> None:
+    """click turns EOFError into its Abort, which the CLI reported as "Interrupted." with exit 130."""
+    import vidtoon.pipeline as pipeline
+
+    def ends_early(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setattr(pipeline, "_stylize", ends_early)
+    src = make_video(tmp_path / "in.mp4", frames=6)
+    code, _, err = run(["convert", src, "--model", tiny_model], capsys)
+    assert code == 1 and err.strip().startswith("Error: unexpected internal error: Ran out of input")
+    assert "Interrupted" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(EOFError):
+        main(["convert", str(src), "--model", str(tiny_model), "--engine", "torch", "--debug"])
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("exc, message", [
     (av.error.InvalidDataError(-1094995529, "Invalid data found when processing input", "avcodec_send_packet()"),
      "FFmpeg: Invalid data found when processing input"),

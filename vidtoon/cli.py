@@ -89,7 +89,12 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns an EOFError (a file that ends too soon) into Abort
+            if debug:
+                raise exc.__cause__ from None
+            click.echo(f"Error: {describe(exc.__cause__)} (run with --debug for details)", err=True)
+            sys.exit(1)
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
