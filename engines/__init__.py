@@ -53,7 +53,8 @@ def engine_class(name: str) -> type[Engine]:
     # a module may import without its backend (the TensorRT one keeps its pure helpers usable for tests)
     missing = [pkg for pkg in getattr(engine, "requires", ()) if not available(pkg)]
     if missing:
-        raise VidtoonError(f"engine {name!r} needs {', '.join(missing)} (pip install 'vidtoon[{extra}]')")
+        gpu = " and an NVIDIA GPU with its driver" if name == "tensorrt" else ""  # (the wheel alone is not enough)
+        raise VidtoonError(f"engine {name!r} needs {', '.join(missing)}{gpu} (pip install 'vidtoon[{extra}]')")
     return engine
 
 

@@ -232,7 +232,18 @@ def test_bad_options_are_usage_errors(tmp_path: Path, tiny_model: Path, capsys) 
     assert code == 2 and "--end (1.0) must be after --start (2.0)" in err
     code, _, err = run(["convert", src, "--start", "abc", "--model", tiny_model], capsys)
     assert code == 2 and "'abc' is not a time" in err
+    code, _, err = run(["convert", src, "--engine", "bogus", "--model", tiny_model], capsys)
+    assert code == 2 and "Invalid value for '--engine'" in err
+    code, _, err = run(["image", src, "--device", "gpu0", "--model", tiny_model], capsys)
+    assert code == 2 and "'gpu0' is not auto, cpu, cuda or cuda:N" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_engine_choices_are_the_engines() -> None:
+    from vidtoon.commands.convert import ENGINE_CHOICES
+    from vidtoon.engines import ENGINES
+
+    assert ENGINE_CHOICES == ["auto", *ENGINES]
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ def test_registry_names_engines_and_extras(monkeypatch):
         engine_class("openvino")
     real_available = engines.available
     monkeypatch.setattr(engines, "available", lambda pkg: pkg != "tensorrt" and real_available(pkg))
-    with pytest.raises(VidtoonError, match=r"needs tensorrt \(pip install 'vidtoon\[tensorrt\]'\)"):
+    with pytest.raises(VidtoonError, match=r"needs tensorrt and an NVIDIA GPU with its driver \(pip install 'vidtoon\[tensorrt\]'\)"):
         engine_class("tensorrt")
     # onnxruntime missing: the import of the engine module fails, the message names the extra
     monkeypatch.setitem(sys.modules, "onnxruntime", None)

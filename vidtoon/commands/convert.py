@@ -13,6 +13,17 @@ _D = ConvertOptions()
 
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
 
+#: ``--engine``'s values: ``auto`` and vidtoon.engines.ENGINES' names (not imported here: the CLI starts without
+#: the engines; tests/test_convert_cli.py checks that the two agree)
+ENGINE_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt"]
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N (a usage error otherwise, as for any mistyped option)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
 
 class TimeParam(click.ParamType):
     """A time as seconds (``12.5``) or a clock (``1:02.5``, ``0:01:02``)."""
@@ -49,9 +60,10 @@ class TimeParam(click.ParamType):
 @click.option("--faces/--no-faces", default=_D.faces, show_default=True,
               help="Draw eyes, nose and mouth back into the faces a face detector (MTCNN) finds, which the "
                    "flat cartoon regions would blank out.")
-@click.option("--engine", default=_D.engine, show_default=True,
-              help="Inference backend: auto, torch, onnxruntime, tensorrt (see `vidtoon info`).")
-@click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--engine", type=click.Choice(ENGINE_CHOICES), default=_D.engine, show_default=True,
+              help="Inference backend (see `vidtoon info`).")
+@click.option("--device", default=_D.device, show_default=True, callback=_check_device,
+              help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=_D.batch_size,
               help="Frames per inference call (default: the engine's choice: one per core for ONNX Runtime on "
                    "the CPU, run side by side; 4 for PyTorch on the CPU, 8 on a GPU).")

@@ -55,7 +55,7 @@ def _probe_size(path: Path) -> tuple[int, int]:
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--max-frames", type=click.IntRange(min=2), default=None,
               help="Compare only the first N frames (the metric runs at about 5 frames/s on 720p).")
-@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
 def flicker_cmd(input_path: Path, output_path: Path, max_frames: int | None, debug: bool) -> None:
     """Measure the flicker of OUT (a conversion of IN) as its warping error along IN's motion.
 
