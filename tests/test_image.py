@@ -156,6 +156,18 @@ def test_bad_inputs(tmp_path: Path, toon_model: Path, capsys) -> None:
     assert code == 1 and ".jpg, .png or .webp" in err
     assert not (tmp_path / "x.gif").exists()
 
+    # several images and -o that names one image file: refused (it became a folder named one.jpg)
+    Image.fromarray(_picture(8, 8)).save(tmp_path / "ok2.png")
+    code, _, err = run(["image", str(tmp_path / "ok.png"), str(tmp_path / "ok2.png"), "-o",
+                        str(tmp_path / "dn" / "one.jpg"), "--model", str(toon_model)], capsys)
+    assert code == 1 and "with several images -o must be a folder" in err
+    assert not (tmp_path / "dn").exists()
+    # an -o folder that cannot be created is refused before any image is stylized
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run(["image", str(tmp_path / "ok.png"), str(tmp_path / "ok2.png"), "-o",
+                        str(tmp_path / "afile" / "sub"), "--model", str(toon_model)], capsys)
+    assert code == 1 and "is a file" in err and err.count("Error") == 1
+
 
 def test_a_video_given_to_image_is_pointed_to_convert(tmp_path: Path, toon_model: Path, capsys) -> None:
     from mediagen import make_video

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import AtomicFile
+from vidtoon.fileio import AtomicFile, check_creatable
 
 #: extensions picked up when a folder is given (explicit files are read by content, whatever their name)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -95,6 +95,11 @@ def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None, re
         return [ImageJob(paths[0], out)]
     if out is not None and out.exists() and not out.is_dir():
         raise VidtoonError(f"-o {out} is a file; with several images -o must be a folder")
+    if out is not None and not out.exists() and out.suffix.lower() in WRITE_FORMATS:
+        # several images into what reads as one file's name: not made into a folder of that name
+        raise VidtoonError(f"-o {out} names an image file; with several images -o must be a folder")
+    if out is not None:
+        check_creatable(out)  # before any image is stylized
 
     jobs: list[ImageJob] = []
     for p in paths:
