@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from vidtoon.errors import VidtoonError
 from vidtoon.trainer.data import cached, list_images, read_rgb
-from vidtoon.trainer.state import EMA, restore_rng, rng_state, save_checkpoint
+from vidtoon.trainer.state import EMA, DeferredInterrupt, restore_rng, rng_state, save_checkpoint
 
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"}
 TEACHER_TAG = "hed-bsds500-v1"
@@ -188,29 +188,35 @@ def distill(opts: DistillOptions, run: Path, log: Callable[[str], None] = print)
                         optim=optim.state_dict(), rng=rng_state(rng), step=step, options=asdict(opts))
 
     t0, since, losses = time.time(), step, []
-    try:
-        while step < opts.steps:
-            for g in optim.param_groups:  # cosine decay to 3% of the lr
-                g["lr"] = opts.lr * (0.03 + 0.97 * 0.5 * (1 + np.cos(np.pi * step / opts.steps)))
-            x, t = sample(images, maps, opts.batch, opts.crop, rng)
-            outs = student.logits(x)
-            loss = sum(0.5 * balanced_bce(o, t) for o in outs[:-1]) + balanced_bce(outs[-1], t)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            ema.update(student)
-            step += 1
-            losses.append(float(loss.detach()))
-            if step % 50 == 0 or step == opts.steps:
-                # (the steps since the last line: the last line of a run may come after fewer than 50)
-                log(f"step {step}/{opts.steps} loss {np.mean(losses[-50:]):.4f} "
-                    f"{(step - since) / max(time.time() - t0, 1e-6):.2f} it/s")
-                t0, since = time.time(), step
-            if step % opts.checkpoint_every == 0:
+    mid_step = False
+    with DeferredInterrupt() as ctrl_c:
+        try:
+            while step < opts.steps:
+                mid_step = True
+                for g in optim.param_groups:  # cosine decay to 3% of the lr
+                    g["lr"] = opts.lr * (0.03 + 0.97 * 0.5 * (1 + np.cos(np.pi * step / opts.steps)))
+                x, t = sample(images, maps, opts.batch, opts.crop, rng)
+                outs = student.logits(x)
+                loss = sum(0.5 * balanced_bce(o, t) for o in outs[:-1]) + balanced_bce(outs[-1], t)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                ema.update(student)
+                step, mid_step = step + 1, False
+                losses.append(float(loss.detach()))
+                if step % 50 == 0 or step == opts.steps:
+                    # (the steps since the last line: the last line of a run may come after fewer than 50)
+                    log(f"step {step}/{opts.steps} loss {np.mean(losses[-50:]):.4f} "
+                        f"{(step - since) / max(time.time() - t0, 1e-6):.2f} it/s")
+                    t0, since = time.time(), step
+                if step % opts.checkpoint_every == 0:
+                    save()
+                ctrl_c.check()  # a Ctrl-C during the step takes effect here, with the step complete
+        except KeyboardInterrupt:
+            if not mid_step:  # (a second Ctrl-C cut a step short: the last checkpoint stands)
                 save()
-    except KeyboardInterrupt:
-        save()
-        raise
+                log(f"interrupted: saved step {step} in {run} (the same command resumes it)")
+            raise
     save()
     toon.edges.load_state_dict(ema.module.state_dict())
     return export_generator(toon, "toon", run / "toon-student.pt", meta={"distilled": asdict(opts), "steps": step})
