@@ -14,7 +14,7 @@ _D = ConvertOptions()
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
 
 #: ``--engine``'s values: ``auto`` and vidtoon.engines.ENGINES' names (not imported here: the CLI starts without
-#: the engines; tests/test_convert_cli.py checks that the two agree)
+#: the engines; tests/test_bad_input.py checks that the two agree)
 ENGINE_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt"]
 
 
