@@ -159,19 +159,41 @@ def test_ctrl_c_during_a_step_saves_that_step_complete_and_resume_is_exact(data,
 
     monkeypatch.setattr(loop, "_g_step", g_step)
     said: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        train(_opts(data, tmp_path / "b"), log=said.append)
+    # Python's own handler, as in a terminal (a background job, as CI may run the tests, ignores SIGINT)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(_opts(data, tmp_path / "b"), log=said.append)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler it found is back
+    finally:
+        signal.signal(signal.SIGINT, before)
     monkeypatch.setattr(loop, "_g_step", real)
     run = next((tmp_path / "b").glob("0*"))
     assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
     assert any("saved step 3" in m for m in said)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
     resumed = train(_opts(data, tmp_path / "unused"), resume=run, log=lambda m: None)
     a = torch.load(straight / "checkpoints" / "latest.pt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "latest.pt", weights_only=False)
     for key in ("params", "params_ema", "params_d"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), (key, name)
+
+
+def test_deferred_interrupt_leaves_an_ignored_sigint_ignored() -> None:
+    """A process that ignores SIGINT (a background job of a script) keeps ignoring it while training."""
+    import signal
+
+    from vidtoon.trainer.state import DeferredInterrupt
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with DeferredInterrupt() as ctrl_c:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            ctrl_c.check()  # nothing pending
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_file_that_is_not_a_checkpoint_is_one_plain_error(data, tmp_path: Path) -> None:

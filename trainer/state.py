@@ -124,7 +124,8 @@ class DeferredInterrupt:
         self._before: Any = None
 
     def __enter__(self) -> "DeferredInterrupt":
-        if threading.current_thread() is threading.main_thread():
+        # (a process started with SIGINT ignored, as a background job of a script is, keeps ignoring it)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._before = signal.signal(signal.SIGINT, self._handle)
         return self
 
