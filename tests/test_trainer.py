@@ -360,3 +360,16 @@ def test_train_toon_arch_on_its_target_with_a_small_adversarial_weight(data, tmp
     assert (run / ".." / ".cache" / "flat").resolve().is_dir()  # the mean-shift images are cached
     saved = json.loads((run / "options.json").read_text())
     assert saved["target"] == "toon" and saved["adv_weight"] == 0.1
+
+
+def test_a_run_refused_while_it_prepares_shows_no_progress_bar(data, tmp_path: Path, capsys) -> None:
+    """The bar starts with the first step: a refused --init-from printed a "prepare" bar above its Error line."""
+    from clirun import run_cli
+
+    photos, cartoons = data
+    (tmp_path / "empty.pt").write_bytes(b"")
+    code, _, err = run_cli(["train", "--photos", photos, "--cartoons", cartoons, "--out", tmp_path / "runs",
+                            "--init-from", tmp_path / "empty.pt", "--g-config", "width=8", "--crop", 32,
+                            "--batch", 2, "--init-steps", 1, "--steps", 0, "--threads", 1], capsys)
+    assert code == 1 and "prepare" not in err
+    assert err.strip().splitlines()[-1] == f"Error: {tmp_path / 'empty.pt'} is not a vidtoon checkpoint, or it is damaged"

@@ -109,16 +109,22 @@ def _train_with_progress(opts: Any, resume: str | Path | None, train: Callable[.
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[losses]}"), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("train", total=None, phase="prepare", losses="")
+    bar = Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[losses]}"), TimeRemainingColumn(), console=console)
+    task = bar.add_task("train", total=None, phase="prepare", losses="")
 
-        def progress(step: int, total: int, row: dict) -> None:
-            losses = f"G {row['loss_g']:.3f} con {row['loss_con']:.3f} surf {row['loss_surf']:.4f} flat {row['loss_flat']:.3f}"
-            if row["phase"] == "adv":
-                losses += f" adv {row['loss_adv']:.3f} D {row['loss_d']:.3f}"
-            if row.get("it_per_s"):
-                losses += f" {row['it_per_s']:.2f} it/s"
-            bar.update(task, completed=step, total=total, phase=row["phase"], losses=losses)
+    def progress(step: int, total: int, row: dict) -> None:
+        if not bar.live.is_started:  # shown from the first step on: a run refused while it prepares shows no bar
+            bar.start()
+        losses = f"G {row['loss_g']:.3f} con {row['loss_con']:.3f} surf {row['loss_surf']:.4f} flat {row['loss_flat']:.3f}"
+        if row["phase"] == "adv":
+            losses += f" adv {row['loss_adv']:.3f} D {row['loss_d']:.3f}"
+        if row.get("it_per_s"):
+            losses += f" {row['it_per_s']:.2f} it/s"
+        bar.update(task, completed=step, total=total, phase=row["phase"], losses=losses)
 
-        return train(opts, resume=resume, progress=progress, log=lambda m: bar.console.print(m))
+    try:
+        return train(opts, resume=resume, progress=progress, log=lambda m: console.print(m))
+    finally:
+        if bar.live.is_started:
+            bar.stop()
