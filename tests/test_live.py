@@ -67,6 +67,18 @@ def test_headless_records_fixed_frames(tmp_path: Path, clip: Path, toon_model: P
     assert duration > 0.5
     assert frames[0].std() > 10  # a picture, not a blank frame
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp file renamed away
+    # a second session does not replace the recording unless told to
+    before = rec.read_bytes()
+    code, err = run(["live", "--source", str(clip), "--no-window", "--frames", "5", "--record", str(rec),
+                     "--model", str(toon_model)], capsys)
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        f"Error: cannot record to {rec}: output {rec} already exists (pass --overwrite to replace it)")
+    assert rec.read_bytes() == before
+    code, err = run(["live", "--source", str(clip), "--no-window", "--frames", "5", "--record", str(rec),
+                     "--overwrite", "--model", str(toon_model)], capsys)
+    assert code == 0, err
+    with av.open(str(rec)) as c:
+        assert len(list(c.decode(video=0))) == 5
 
 
 def test_no_display_runs_headless(tmp_path: Path, clip: Path, toon_model: Path, capsys, monkeypatch) -> None:

@@ -287,6 +287,15 @@ def test_cli_export_onnx(tmp_path, capsys, monkeypatch):
     assert "Wrote g.onnx" in out
     session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    # an existing file is replaced only with --overwrite (checked before the export's work)
+    stamp = (tmp_path / "g.onnx").stat().st_mtime_ns
+    code, out, err = _vidtoon("export", "--model", "g.pt", "--engine", "onnx", "-o", "g.onnx", cwd=tmp_path,
+                              capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 1 and err == "Error: output g.onnx already exists (pass --overwrite to replace it)\n"
+    assert (tmp_path / "g.onnx").stat().st_mtime_ns == stamp
+    code, out, err = _vidtoon("export", "--model", "g.pt", "--engine", "onnx", "-o", "g.onnx", "--overwrite",
+                              cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "Wrote g.onnx" in out, err
 
 
 def test_tensorrt_export_check_failure_is_one_plain_line(tmp_path, monkeypatch):

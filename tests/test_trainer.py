@@ -101,6 +101,15 @@ def test_train_both_phases_writes_run_and_exports(data, tmp_path: Path) -> None:
     # --model also takes the run folder itself (issue 20): the same EMA weights
     from_run = vidtoon.load_generator(str(run))
     assert all(torch.equal(v, ema[k]) for k, v in from_run.state_dict().items())
+    # an existing model is replaced only with --overwrite, as every command's output
+    before = out.read_bytes()
+    again = CliRunner().invoke(cli, ["export-model", str(run), "-o", str(out), "--no-ema"])
+    assert again.exit_code != 0 and "already exists (pass --overwrite" in str(again.exception)
+    assert out.read_bytes() == before
+    again = CliRunner().invoke(cli, ["export-model", str(run), "-o", str(out), "--no-ema", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    replaced = vidtoon.load_generator(str(out)).state_dict()
+    assert all(torch.equal(v, ckpt["params"][k]) for k, v in replaced.items())
 
 
 def test_missing_extra_leaves_no_run_folder(data, tmp_path: Path, monkeypatch) -> None:

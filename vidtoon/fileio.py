@@ -112,6 +112,16 @@ def check_creatable(folder: str | Path) -> None:
     check_writable(existing)
 
 
+def check_replaceable(path: str | Path, overwrite: bool) -> None:
+    """Raise VidtoonError if ``path`` exists and ``overwrite`` is false (every command's rule: an existing
+    output is replaced only with ``--overwrite``), or if it exists and is not a file."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise VidtoonError(f"output {path} exists and is not a file")
+    if path.exists() and not overwrite:
+        raise VidtoonError(f"output {path} already exists (pass --overwrite to replace it)")
+
+
 def check_writable(folder: str | Path) -> None:
     """Raise VidtoonError unless a file can be created in ``folder``.
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from vidtoon.errors import VidtoonError
+from vidtoon.fileio import check_replaceable
 from vidtoon.fileio import write_image
 from vidtoon.live_io import FpsMeter, LatestFrame, Recorder, display_problem, open_source, processing_size
 
@@ -41,6 +42,7 @@ class LiveOptions:
     window: bool | None = None  # True: window; False: headless; None: window when a display is available
     side_by_side: bool = False  # start with original and cartoon side by side
     record: Path | None = None  # record the cartoon to this file from the start
+    overwrite: bool = False  # replace an existing ``record`` file
     frames: int | None = None  # stop after this many stylized frames (None: until quit or end of source)
     save_dir: Path = Path(".")  # where the s (snapshot) and r (record) keys write their files
     show_fps: bool = True  # draw the achieved FPS on the window
@@ -54,6 +56,10 @@ class LiveOptions:
             raise VidtoonError(f"--frames must be at least 1, got {self.frames}")
         if self.record is not None:
             Recorder.check_path(self.record)
+            try:
+                check_replaceable(self.record.expanduser(), self.overwrite)
+            except VidtoonError as exc:
+                raise VidtoonError(f"cannot record to {self.record}: {exc}") from None
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import check_creatable, write_bytes
+from vidtoon.fileio import check_creatable, check_replaceable, write_bytes
 from vidtoon.progress import activity
 
 
@@ -30,10 +30,11 @@ def _parse_size(text: str) -> tuple[int, int]:
               help="File to write (its folder is created if missing), or a folder to write MODEL.onnx/.engine in.")
 @click.option("--size", default="1280x720", show_default=True, help="(tensorrt) frame size WIDTHxHEIGHT it is built for.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="(tensorrt) largest batch.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No spinner and no lines (errors only).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batch: int, quiet: bool,
-               debug: bool) -> None:
+def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batch: int, overwrite: bool,
+               quiet: bool, debug: bool) -> None:
     """Export a generator to ONNX (dynamic batch/height/width, checked against PyTorch) or a TensorRT engine.
 
     The ONNX graph takes and returns `input`/`output`: N x 3 x H x W RGB in [-1, 1] (float32, or float16
@@ -43,6 +44,7 @@ def export_cmd(model: str, engine: str, fp16: bool, output: str, size: str, batc
     out = Path(output)
     if out.is_dir() or output.endswith(("/", os.sep)):  # a folder: the default name in it, as every command
         out = out / f"{Path(model).stem or 'model'}{'.onnx' if engine == 'onnx' else '.engine'}"
+    check_replaceable(out, overwrite)  # before minutes of export or engine building
     try:
         check_creatable(out.parent)  # created when missing, as for every command's output
     except VidtoonError as exc:

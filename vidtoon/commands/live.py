@@ -24,6 +24,7 @@ from vidtoon.commands._model_options import engine_from_options, model_options
 @click.option("--side-by-side", is_flag=True, help="Start with the original and the cartoon side by side.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record the cartoon (video only, no sound) to this .mp4/.mkv/.mov from the start.")
+@click.option("--overwrite", is_flag=True, help="Replace the --record file if it exists.")
 @click.option("--frames", type=click.IntRange(min=1), default=None,
               help="Stop after this many stylized frames (default: until q, Ctrl-C or the end of the source).")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -32,8 +33,8 @@ from vidtoon.commands._model_options import engine_from_options, model_options
 @click.option("-q", "--quiet", is_flag=True, help="No status line and no messages while the model starts (the summary stays).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def live_cmd(camera: int, source: str | None, model: str, strength: float, outline: float, faces: bool, engine: str,
-             device: str, max_side: int, window: bool | None, side_by_side: bool, record: Path | None, frames: int | None,
-             save_dir: Path, no_fps: bool, quiet: bool, debug: bool) -> None:
+             device: str, max_side: int, window: bool | None, side_by_side: bool, record: Path | None, overwrite: bool,
+             frames: int | None, save_dir: Path, no_fps: bool, quiet: bool, debug: bool) -> None:
     """Show a live cartoon of the webcam in a window.
 
     A capture thread keeps only the newest camera frame and the engine always works on it, so the
@@ -58,7 +59,7 @@ def live_cmd(camera: int, source: str | None, model: str, strength: float, outli
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     options = LiveOptions(camera=camera, source=source, max_side=max_side or None, window=window,
-                          side_by_side=side_by_side, record=record, frames=frames, save_dir=save_dir,
+                          side_by_side=side_by_side, record=record, overwrite=overwrite, frames=frames, save_dir=save_dir,
                           show_fps=not no_fps)
     options.validate()
     status: Any = console.status("starting...") if not quiet else contextlib.nullcontext()
