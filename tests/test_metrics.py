@@ -138,6 +138,27 @@ def test_flicker_command_smaller_shorter_output(tmp_path: Path) -> None:
     assert "8 frames at 64x48; input resized from 128x96" in res.stdout
 
 
+def test_flicker_command_start_matches_a_start_conversion(tmp_path: Path) -> None:
+    """A conversion made with --start 0.2 (frames 5.. of a 25 fps input) is measured against the same frames
+    of IN with --start 0.2; measured from IN's first frame it is compared with the wrong pictures."""
+    canvas = texture(96, 128 + 60)  # a pan that speeds up: IN's first frames move unlike OUT's
+    frames = [np.ascontiguousarray(canvas[:, x:x + 128]) for x in (0, 1, 2, 3, 4, 10, 16, 22, 28, 34, 40, 46)]
+    src = write_clip(tmp_path / "in.mp4", frames)  # 25 fps
+    out = write_clip(tmp_path / "out.mp4", frames[5:])
+    res = run_cli("flicker", str(src), str(out), "--start", "0.2")
+    assert res.returncode == 0, res.stderr
+    assert "7 frames at 128x96; input from 0.2 s" in res.stdout
+    e_in, e_out = (float(next(line for line in res.stdout.splitlines() if line.strip().startswith(w)).split()[1])
+                   for w in ("input", "output"))
+    assert e_out == pytest.approx(e_in, rel=0.05, abs=1e-6)  # OUT is IN's frames: no flicker of its own
+    wrong = run_cli("flicker", str(src), str(out), "--max-frames", "7")
+    assert wrong.returncode == 0, wrong.stderr
+    e_wrong = float(next(line for line in wrong.stdout.splitlines() if line.strip().startswith("output")).split()[1])
+    assert e_wrong > 3 * max(e_out, 1e-6)
+    res = run_cli("flicker", str(src), str(out))
+    assert res.returncode == 1 and "--start T" in res.stderr
+
+
 def test_flicker_refuses_another_picture(tmp_path: Path) -> None:
     """Issue 20: a --compare video (2W x H) was accepted, the input stretched onto it, and '24.40x' reported."""
     frames = panning(6)

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import click
 
+from vidtoon.commands.convert import TimeParam
 from vidtoon.errors import VidtoonError
 
 
-def _frames(path: Path, size: tuple[int, int] | None = None) -> Iterator:
-    """Decode the first video stream of ``path`` as RGB arrays, resized to ``size`` (w, h) if given."""
+def _frames(path: Path, size: tuple[int, int] | None = None, start: float = 0.0) -> Iterator:
+    """Decode the first video stream of ``path`` as RGB arrays, resized to ``size`` (w, h) if given, from
+    ``start`` seconds after its first frame (as ``convert --start`` counts)."""
+    from fractions import Fraction
+
     import av
     import cv2
 
@@ -32,8 +36,17 @@ def _frames(path: Path, size: tuple[int, int] | None = None) -> Iterator:
             raise VidtoonError(f"{path}: has no video stream")
         stream = box.streams.video[0]
         stream.thread_type = "AUTO"
+        tb = stream.time_base or Fraction(1, 90000)
+        first: Fraction | None = None  # the first frame's time: --start counts from it, as convert's does
+        skip = Fraction(start).limit_denominator(1_000_000)
         try:
             for frame in box.decode(stream):
+                if skip:
+                    if frame.pts is None:
+                        raise VidtoonError(f"{path}: frames without timestamps: --start cannot find its time")
+                    first = frame.pts * tb if first is None else first
+                    if frame.pts * tb - first < skip:
+                        continue
                 rgb = frame.to_ndarray(format="rgb24")
                 if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
                     rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -55,8 +68,10 @@ def _probe_size(path: Path) -> tuple[int, int]:
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--max-frames", type=click.IntRange(min=2), default=None,
               help="Compare only the first N frames (the metric runs at about 5 frames/s on 720p).")
+@click.option("--start", type=TimeParam(), default=0.0,
+              help="Where OUT begins in IN, for a conversion made with `convert --start` (seconds or [h:]m:s).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def flicker_cmd(input_path: Path, output_path: Path, max_frames: int | None, debug: bool) -> None:
+def flicker_cmd(input_path: Path, output_path: Path, max_frames: int | None, start: float, debug: bool) -> None:
     """Measure the flicker of OUT (a conversion of IN) as its warping error along IN's motion.
 
     The warping error (Lai et al. 2018) warps each output frame onto the previous one with the optical flow
@@ -69,7 +84,7 @@ def flicker_cmd(input_path: Path, output_path: Path, max_frames: int | None, deb
     _check_same_picture(in_size, out_size)
     # flow is computed on the input brought to the output's size (a --max-side conversion), so the output is
     # measured as it is
-    source = _frames(input_path, out_size)
+    source = _frames(input_path, out_size, start)
     target = _frames(output_path)
     if max_frames is not None:
         source, target = itertools.islice(source, max_frames), itertools.islice(target, max_frames)
@@ -83,12 +98,14 @@ def flicker_cmd(input_path: Path, output_path: Path, max_frames: int | None, deb
         # said in the command's own terms (the metric names its clips "the input", "output 1", "output 2")
         short, n, other = ("OUT", counted.count, "IN") if counted.count < counted_in.count else ("IN", counted_in.count, "OUT")
         raise VidtoonError(f"{short} ended after {n} frames while {other} goes on: OUT must be a conversion of IN, "
-                           "frame for frame (--max-frames N compares only the first N)") from None
+                           "frame for frame (--max-frames N compares only the first N; --start T, a conversion "
+                           "that began at T)") from None
     click.echo("Warping error (mean squared RGB difference in [0, 1] along the input's motion; lower is steadier)")
     click.echo(f"  input   {e_in:.6f}  {input_path}  (reference level)")
     ratio = f"{e_out / e_in:.2f}x the input" if e_in > 0 else "the input is 0"
     click.echo(f"  output  {e_out:.6f}  {output_path}  ({ratio})")
     note = f"; input resized from {in_size[0]}x{in_size[1]}" if in_size != out_size else ""
+    note += f"; input from {start:g} s" if start else ""
     click.echo(f"  {counted.count} frames at {out_size[0]}x{out_size[1]}{note}")
 
 
