@@ -10,7 +10,7 @@ import torch
 
 from vidtoon.models import export_generator, load_generator
 from vidtoon.networks import ToonGenerator
-from vidtoon.networks.lines import canny_lines, trace_lines
+from vidtoon.networks.lines import canny_lines, gradients, subpixel_splat, trace_lines
 from vidtoon.trainer import tune
 
 CANNY = (50 * 2 / 255, 120 * 2 / 255)  # OpenCV's thresholds 50 / 120, in [-1, 1] units
@@ -79,6 +79,57 @@ def test_soft_seeds_make_a_chain_as_dark_as_its_strongest_pixel_is_past_the_thre
     # (0.3 of a ramp from 0 to 1.0: 0.3, times the weak test's sigmoid), and dropped below the ramp's foot
     assert chain(0.3, 0.0).max() == 0.0 and np.allclose(chain(0.3, 1.0), 0.3, atol=0.01)
     assert chain(0.3, 0.2).max() == 0.0
+
+
+def _soft_step(offset: float, h: int = 24, w: int = 40) -> torch.Tensor:
+    """A vertical border blurred as a camera blurs it (an erf of sigma 1 px) at column 19.5 + ``offset``,
+    from -0.6 to 0.6: 1 x 1 x H x W."""
+    x = torch.arange(w, dtype=torch.float64) - (19.5 + offset)
+    row = 0.6 * torch.erf(x / (math.sqrt(2.0) * 1.0))
+    return row.to(torch.float32).expand(1, 1, h, w).clone()
+
+
+def _lines(img: torch.Tensor, subpixel: bool) -> torch.Tensor:
+    gx, gy = gradients(img)
+    return trace_lines(gx.abs() + gy.abs(), (gy.abs() <= gx.abs()).float(), 0.2, 0.5, 6, subpixel=subpixel)
+
+
+def test_subpixel_lines_follow_a_border_between_pixels_instead_of_jumping() -> None:
+    offsets = [i / 8 for i in range(9)]  # the border moving right by an eighth of a pixel a frame
+
+    def centres(subpixel: bool) -> np.ndarray:
+        out = []
+        for f in offsets:
+            rows = _lines(_soft_step(f), subpixel)[0, 0, 4:-4].numpy()
+            out.append(float(((rows * np.arange(rows.shape[1])).sum(1) / rows.sum(1)).mean()))
+        return np.array(out) - out[0]
+
+    grid, sub = centres(False), centres(True)
+    # Canny's pixel-grid line stays, then jumps a whole pixel
+    assert np.abs(np.diff(grid)).max() > 0.9 and np.abs(grid - offsets).max() > 0.4
+    # the sub-pixel line moves with the border, an eighth of a pixel a frame
+    assert np.abs(sub - offsets).max() < 0.1 and np.diff(sub).min() > 0.05
+    # and it is the same line: as much ink, on the same rows
+    for f in offsets:
+        a, b = _lines(_soft_step(f), False), _lines(_soft_step(f), True)
+        assert torch.allclose(a[0, 0, 4:-4].sum(1), b[0, 0, 4:-4].sum(1), atol=1e-5)
+
+
+def test_subpixel_splat_keeps_a_sharp_steps_line_in_place() -> None:
+    # a sharp step between two pixel columns has two equal gradient pixels: each gives the other half its ink,
+    # so the line stays centred where it was
+    img = torch.full((1, 1, 20, 32), -0.5)
+    img[..., 16:] = 0.5
+    a, b = _lines(img, False)[0, 0, 4:-4].numpy(), _lines(img, True)[0, 0, 4:-4].numpy()
+    centre = lambda m: (m * np.arange(32)).sum(1) / m.sum(1)  # noqa: E731
+    assert np.allclose(centre(a), 15.5, atol=1e-4) and np.allclose(centre(b), 15.5, atol=1e-4)
+    assert np.allclose(a.sum(1), b.sum(1), atol=1e-5)
+    # the splat itself: ink moved to the crest's side, its sum kept, nothing moved off a zero
+    mag = torch.tensor([[0.0, 0.5, 1.0, 0.9, 0.0]]).view(1, 1, 1, 5)
+    ink = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]]).view(1, 1, 1, 5)
+    out = subpixel_splat(ink, mag, torch.ones_like(mag))[0, 0, 0]
+    crest = 0.5 * (0.5 - 0.9) / (0.5 - 2.0 + 0.9)  # the parabola's peak: 1/3 px to the right
+    assert torch.allclose(out, torch.tensor([0.0, 0.0, 1.0 - crest, crest, 0.0]), atol=1e-6)
 
 
 def test_lines_agree_with_opencv_canny() -> None:

@@ -2,6 +2,7 @@
 options that use them, and today's default look left exactly as it was."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +76,15 @@ def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
 
 
 def _old_flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
-                       gain: float) -> tuple[torch.Tensor, torch.Tensor]:
+                       gain: float, subpixel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference: flat_outlines as it was before each size traced only the lines it uses (both tracings
     at every size, blended by ``mix``); the blend and its half-resolution term."""
     from vidtoon.networks.modes import REFERENCE_LINES
     from vidtoon.networks.strokes import _dilate
 
     width = (scale * (REFERENCE_LINES / 360.0)).clamp(1.0, 5.0)
-    fine = _dilate((colour_lines(img, low, high, steps) * gain).clamp(0.0, 1.0), width)
-    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps) * gain).clamp(0.0, 1.0)
+    fine = _dilate((colour_lines(img, low, high, steps, subpixel=subpixel) * gain).clamp(0.0, 1.0), width)
+    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps, subpixel=subpixel) * gain).clamp(0.0, 1.0)
     half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
                          align_corners=False)
     mix = (scale - 1.2).clamp(0.0, 1.0)
@@ -132,9 +133,10 @@ def test_the_exported_default_reads_its_size_band_from_the_frame(tmp_path: Path,
 
     net = load_generator("default")
     export_onnx(net, tmp_path / "new.onnx", verify=False)
-    # (the default's soft-seed ramp, the 7th argument, is 0: Canny's hard seeds, which the reference draws)
-    assert net.config.get("seed_ramp", 0.0) == 0.0
-    monkeypatch.setattr(toon, "flat_outlines", lambda *a: _old_flat_outlines(*a[:6])[0])
+    # (the default's soft-seed ramp, the 7th argument, is 0: Canny's hard seeds, which the reference draws;
+    # the 8th, its sub-pixel lines, goes to the reference)
+    assert net.config.get("seed_ramp", 0.0) == 0.0 and net.config.get("line_subpixel")
+    monkeypatch.setattr(toon, "flat_outlines", lambda *a: _old_flat_outlines(*a[:6], subpixel=a[7])[0])
     export_onnx(net, tmp_path / "old.onnx", verify=False)
     monkeypatch.undo()
     new, old = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
@@ -183,6 +185,32 @@ def test_modes_look_flattens_draws_outlines_and_strength_zero_is_the_photo() -> 
         assert float((photo - load_generator("default", strength=0.0)(x)).abs().max()) < 1e-6
     with pytest.raises(ValueError, match="flatten"):
         ToonGenerator(width=0, flatten="blur")
+
+
+def _sky(h: int = 64, w: int = 96) -> torch.Tensor:
+    """A smooth vertical luminance ramp (a sky) over a dark ground: one object border (row 48), no other."""
+    y = torch.linspace(0.9, -0.6, h).view(1, 1, h, 1).expand(1, 3, h, w).clone()
+    y[..., 48:, :] = -0.8
+    return y * torch.tensor([0.8, 0.9, 1.0]).view(1, 3, 1, 1)
+
+
+def test_toneless_lines_outline_objects_not_the_borders_between_tones() -> None:
+    def parts(sharp: float, toneless: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        net = ToonGenerator(**MODES_LOOK, toneless_lines=toneless).eval()
+        with torch.no_grad():
+            net.log_sharp.fill_(math.log(sharp))
+            _, flat, ink = net(_sky(), parts=True)
+        return flat[0], ink[0, 0]
+
+    (flat, toned), (flat_toneless, toneless) = parts(8.0, False), parts(8.0, True)
+    untoned_flat, untoned = parts(1e-4, False)  # (tones of sharpness ~0 are the identity)
+    # hard tones cut the ramp into bands, and lines traced after the tones outline each band
+    assert float(toned[4:40, 8:-8].max()) > 0.3
+    # traced before the tones, the lines are those of the untoned look: the ground's border only
+    assert torch.allclose(toneless, untoned, atol=1e-4)
+    assert float(toneless[4:40, 8:-8].max()) < 0.05 and float(toneless[45:51, 8:-8].amax(0).min()) > 0.3
+    # while the picture keeps its tones
+    assert torch.equal(flat_toneless, flat) and float((flat - untoned_flat).abs().max()) > 0.1
 
 
 @pytest.mark.slow  # ~40 s each on the 2-core CPU (an export and its check)

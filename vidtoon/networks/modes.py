@@ -72,14 +72,15 @@ def mode_filter(v: torch.Tensor, bandwidth: torch.Tensor | float, iters: int, sp
 
 
 def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
-                  gain: float, seed_ramp: float = 0.0) -> torch.Tensor:
+                  gain: float, seed_ramp: float = 0.0, subpixel: bool = False) -> torch.Tensor:
     """Outlines in [0, 1] (N x 1 x H x W) where the flattened image ``img`` (N x 3 x H x W, [-1, 1], H and W
     even) changes.
 
     Canny lines of the flattened image's colours (:func:`colour_lines`), as mean shift + outlines draws
     them: on a mode-filtered image they follow region borders, not texture. ``gain`` darkens the anti-aliased
     line (its centre is ~0.5 for a one-pixel line; people punished faint thin lines); ``seed_ramp``: how
-    softly a chain's strongest pixel decides its darkness (:func:`~vidtoon.networks.lines.trace_lines`).
+    softly a chain's strongest pixel decides its darkness and ``subpixel`` whether lines sit between pixels
+    (:func:`~vidtoon.networks.lines.trace_lines`).
     ``scale`` (the shorter side / :data:`REFERENCE_LINES`) keeps the look the same at any frame size: a
     border that is sharp in a 300-line photo is spread over 2-3 px at 720 lines, where Canny's small window
     sees a weak gradient (few, broken lines, seen on the clips), so from 360 lines on the lines fade over to
@@ -98,10 +99,10 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     # (in a traced graph an unused side traces a 1 x 1 corner: a constant image, so no line (its gradient
     # magnitude is 1e-6, below any threshold): exactly 0)
     if fine_used is not False:
-        fine = colour_lines(_corner(img, fine_used), low, high, steps, seed_ramp)
+        fine = colour_lines(_corner(img, fine_used), low, high, steps, seed_ramp, subpixel)
         fine = _dilate((fine * gain).clamp(0.0, 1.0), width)
     if half_used is not False:
-        half = colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps, seed_ramp)
+        half = colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps, seed_ramp, subpixel)
         half = (half * gain).clamp(0.0, 1.0)
         half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
                              align_corners=False)
@@ -138,11 +139,12 @@ def _corner(t: torch.Tensor, used: bool | torch.Tensor) -> torch.Tensor:
     return t[..., : used * (h - 1) + 1, : used * (w - 1) + 1]
 
 
-def colour_lines(img: torch.Tensor, low: float, high: float, steps: int, seed_ramp: float = 0.0) -> torch.Tensor:
+def colour_lines(img: torch.Tensor, low: float, high: float, steps: int, seed_ramp: float = 0.0,
+                 subpixel: bool = False) -> torch.Tensor:
     """Canny lines (networks/lines.py) of a colour image ``img`` (N x 3 x H x W, [-1, 1]): the gradient is
     the colour difference (root of the summed squared channel gradients, / sqrt 3, so a grey step answers
     as on luminance), so borders between colours of equal brightness (a grey horse against a light blue
-    sky) get their line too; suppression across the stronger of x and y. ``seed_ramp``: see
+    sky) get their line too; suppression across the stronger of x and y. ``seed_ramp``, ``subpixel``: see
     :func:`~vidtoon.networks.lines.trace_lines`."""
     gx, gy = gradients(img)
     # channel by channel, not a reduction: whether a pixel is a line is a tie test (a sharp step has two
@@ -150,4 +152,5 @@ def colour_lines(img: torch.Tensor, low: float, high: float, steps: int, seed_ra
     sx = gx[:, 0:1] * gx[:, 0:1] + gx[:, 1:2] * gx[:, 1:2] + gx[:, 2:3] * gx[:, 2:3]
     sy = gy[:, 0:1] * gy[:, 0:1] + gy[:, 1:2] * gy[:, 1:2] + gy[:, 2:3] * gy[:, 2:3]
     mag = torch.sqrt((sx + sy) * (1.0 / 3.0) + 1e-12)
-    return trace_lines(mag, (sy <= sx + 1e-6).to(img.dtype), low, high, steps, tie=2e-3, seed_ramp=seed_ramp)
+    return trace_lines(mag, (sy <= sx + 1e-6).to(img.dtype), low, high, steps, tie=2e-3, seed_ramp=seed_ramp,
+                       subpixel=subpixel)

@@ -127,7 +127,7 @@ class ToonGenerator(LookControls, nn.Module):
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
                  headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
                  line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
-                 seed_ramp: float = 0.0) -> None:
+                 seed_ramp: float = 0.0, line_subpixel: bool = False, toneless_lines: bool = False) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -158,6 +158,13 @@ class ToonGenerator(LookControls, nn.Module):
                 # hysteresis seeds weighed softly: a chain as dark as its strongest pixel is past the threshold
                 # (steadier lines in video: networks/lines.py, trace_lines)
                 self.config["seed_ramp"] = seed_ramp
+            if line_subpixel:
+                # each line placed at its border's sub-pixel crest (steadier lines in video: lines.py)
+                self.config["line_subpixel"] = True
+            if toneless_lines:
+                # ... traced on the flattened image before its tones: a tone border is a shade on one surface,
+                # not an object's outline, and outlined it moved from frame to frame (raw flicker x2)
+                self.config["toneless_lines"] = True
             if gate_high > 0.0:
                 # ... kept only where a learned edge map (networks/edges.py) sees an object border: fading in
                 # from edge probability ``gate_low`` to ``gate_high`` (no strokes on texture or bokeh); with
@@ -210,6 +217,23 @@ class ToonGenerator(LookControls, nn.Module):
         bent = knee + room * torch.tanh((a - knee) / room)
         return torch.where(a > knee, torch.sign(t) * bent, t)
 
+    def _palette(self, flat: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+        """The config's cleaner palette on a flattened image: saturation, brightness and (with ``headroom``) a
+        soft knee instead of clipping."""
+        s, cfg = self.strength, self.config
+        saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
+        if saturation != 1.0:                                     # a cleaner, more saturated palette ...
+            grey = (flat * luma).sum(1, keepdim=True)
+            flat = grey + (1.0 + s * (saturation - 1.0)) * (flat - grey)
+        if brightness != 1.0:                                     # ... a little brighter (outlines darken)
+            flat = (flat + 1.0) * (1.0 + s * (brightness - 1.0)) - 1.0
+        headroom = cfg.get("headroom", 0.0)
+        if headroom:
+            # and a soft knee instead of clipping: brightened, saturated colours approach white and full
+            # saturation smoothly (clipped channels turned skies white and grass neon); identity below it
+            flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
+        return flat
+
     def _ink(self, xp: torch.Tensor, out: torch.Tensor, size: tuple[int, int], prob: torch.Tensor | None,
              ink_low: torch.Tensor | None, lum4: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The outlines (0 = none .. 1 = black) of the padded frame ``xp`` whose abstraction is ``out``: strokes
@@ -233,7 +257,8 @@ class ToonGenerator(LookControls, nn.Module):
         elif cfg.get("lines") == "flat":
             # the flattened image's colour borders (mean shift + outlines' lines), in float32 (thresholds)
             line = flat_outlines(out.float(), scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
-                                 cfg.get("line_gain", 1.0), cfg.get("seed_ramp", 0.0))
+                                 cfg.get("line_gain", 1.0), cfg.get("seed_ramp", 0.0),
+                                 bool(cfg.get("line_subpixel", False)))
             if prob is not None:
                 # only object borders: ``prob`` is the edge map's largest value within ~2 px (its ridge may
                 # sit a pixel or two off the flattened image's border), a ramp from gate_low to gate_high
@@ -316,6 +341,7 @@ class ToonGenerator(LookControls, nn.Module):
         else:
             flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
+        untoned = flat if cfg.get("toneless_lines") else None
         lum = ((flat + 1.0) * 0.5 * luma).sum(1, keepdim=True)
         tones = soft_quantize(lum, cfg["bins"], f32(self.log_sharp).exp())
         shadows = cfg.get("shadows", 0.0)
@@ -330,26 +356,20 @@ class ToonGenerator(LookControls, nn.Module):
             # own light shade instead of jumping onto the white plateau (seen on clips: skies clipped white)
             keep = ((lum - (1.0 - headroom)) / headroom).clamp(0.0, 1.0)
             tones = tones + keep * (lum - tones)
-        flat = flat + (2.0 * s) * (tones - lum)                   # tones (luminance only, chroma kept)
-        saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
-        if saturation != 1.0:                                     # a cleaner, more saturated palette ...
-            grey = (flat * luma).sum(1, keepdim=True)
-            flat = grey + (1.0 + s * (saturation - 1.0)) * (flat - grey)
-        if brightness != 1.0:                                     # ... a little brighter (outlines darken)
-            flat = (flat + 1.0) * (1.0 + s * (brightness - 1.0)) - 1.0
-        if headroom:
-            # and a soft knee instead of clipping: brightened, saturated colours approach white and full
-            # saturation smoothly (clipped channels turned skies white and grass neon); identity below it
-            flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
+        flat = self._palette(flat + (2.0 * s) * (tones - lum), luma)  # tones (luminance only, chroma kept)
         # guided upsampling: eps scales with strength**2 so that strength 0 gives back the photo exactly
-        a, b = guided_coefficients(mean4, flat, f32(self.log_eps).exp() * (s * s) + 1e-6)
+        eps = f32(self.log_eps).exp() * (s * s) + 1e-6
+        a, b = guided_coefficients(mean4, flat, eps)
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
         lum4 = (mean4 * luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
         traced = out
-        if cfg.get("lines") == "flat" and out.dtype != torch.float32:
+        if cfg.get("lines") == "flat" and (out.dtype != torch.float32 or untoned is not None):
             # outlines of the flattened image in float32 (threshold and tie tests), from the frame's exact
-            # levels (frame_float32) and the float32 coefficients: an fp16 graph then draws fp32's lines
+            # levels (frame_float32) and the float32 coefficients: an fp16 graph then draws fp32's lines;
+            # with ``toneless_lines``, of the flattened image before its tones
+            if untoned is not None:
+                a, b = guided_coefficients(mean4, self._palette(untoned, luma), eps)
             up32 = lambda t: F.interpolate(t.float(), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
             traced = up32(a) * exact + up32(b)
         ink = self._ink(xp, traced, size, prob, ink_low, lum4, scale)
