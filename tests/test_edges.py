@@ -251,19 +251,39 @@ def test_a_student_trained_from_clean_keeps_its_look() -> None:
     assert torch.equal(net.log_sigma, base.log_sigma)
 
 
+#: the config keys a learned gate adds to a look, and those the default gained after `clean` and `steady` were made
+_GATE_KEYS = ("gate_low", "gate_high", "gate_floor", "seed_ramp")
+_LATER_DEFAULT = {"focus_low", "focus_high"}
+
+
+def _base_look(net: torch.nn.Module) -> torch.nn.Module:
+    """The look ``net`` (clean or steady) gates: its config without the gate, its scalars, no edge network."""
+    from vidtoon.networks.toon import ToonGenerator
+
+    base = ToonGenerator(**{k: v for k, v in net.config.items() if k not in _GATE_KEYS})
+    base.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("edges.")})
+    return base.eval()
+
+
 def test_clean_is_the_defaults_look_with_its_lines_gated_by_the_student() -> None:
     x = _picture(96, 128)
     x[..., 24:72, 104:120] = torch.tensor([-0.8, 0.6, 0.3]).view(1, 3, 1, 1)
     net = load_generator("clean")
     assert isinstance(net.edges, EdgeStudent)
+    # the look it gates is the default's before the focus gate (lines in texture 80% lighter, as then)
+    base = _base_look(net)
+    default = read_checkpoint(resolve_model_path("default"))
+    assert base.config == {**{k: v for k, v in default["config"].items() if k not in _LATER_DEFAULT},
+                           "texture_lines": 0.8}
+    assert all(torch.equal(v, default["params_ema"][k]) for k, v in base.state_dict().items())
     with torch.no_grad():
         y = net(x)
-        net.edges = _Map(0.0)  # no border seen anywhere: the default's look without outlines
+        net.edges = _Map(0.0)  # no border seen anywhere: that look without outlines
         bare = net(x)
-        net.edges = _Map(1.0)  # borders everywhere: the default's look itself
+        net.edges = _Map(1.0)  # borders everywhere: that look itself
         full = net(x)
-        assert torch.allclose(bare, load_generator("default", outline=0.0)(x), atol=1e-6)
-        assert torch.allclose(full, load_generator("default")(x), atol=1e-6)
+        assert torch.allclose(bare, base.set_controls(outline=0.0)(x), atol=1e-6)
+        assert torch.allclose(full, base.set_controls(outline=1.0)(x), atol=1e-6)
     assert (full - bare).abs().max() > 0.3 and (y - full).abs().max() <= (full - bare).abs().max() + 1e-6
 
 
@@ -273,10 +293,10 @@ def test_steady_is_cleans_network_with_lines_kept_at_half_away_from_borders_and_
     clean, steady = load_generator("clean"), load_generator("steady")
     assert steady.config == {**clean.config, "gate_low": 0.0, "gate_high": 0.6, "gate_floor": 0.5, "seed_ramp": 1.0}
     assert all(torch.equal(v, clean.state_dict()[k]) for k, v in steady.state_dict().items())
-    # with a border seen everywhere it is the default's look with soft seeds; with none, its lines at half
-    cfg = read_checkpoint(resolve_model_path("default"))["config"]
-    soft = ToonGenerator(**{**cfg, "seed_ramp": 1.0})
-    soft.load_state_dict(load_generator("default").state_dict())
+    # with a border seen everywhere it is clean's base look with soft seeds; with none, its lines at half
+    base = _base_look(clean)
+    soft = ToonGenerator(**{**base.config, "seed_ramp": 1.0})
+    soft.load_state_dict(base.state_dict())
     x = _picture(96, 128)
     x[..., 24:72, 104:120] = torch.tensor([-0.8, 0.6, 0.3]).view(1, 3, 1, 1)
     with torch.no_grad():

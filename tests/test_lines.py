@@ -132,6 +132,23 @@ def test_subpixel_splat_keeps_a_sharp_steps_line_in_place() -> None:
     assert torch.allclose(out, torch.tensor([0.0, 0.0, 1.0 - crest, crest, 0.0]), atol=1e-6)
 
 
+def test_seed_weights_carry_along_the_chain_as_the_best_seed_allows() -> None:
+    low, high, steps = 0.2, 0.5, 40
+    across_y = torch.zeros(1, 1, 17, 32)
+    mag = _chain(1.0)
+    mag[..., 8, 20] = 1.0  # a second seed
+    weight = torch.zeros_like(mag)
+
+    def chain(w: torch.Tensor) -> np.ndarray:
+        return trace_lines(mag, across_y, low, high, steps, seed_weight=w)[0, 0].sum(0)[6:28].numpy()
+
+    assert chain(weight).max() == 0.0  # no seed may start a line: none drawn
+    weight[..., 8, 20] = 1.0  # one seed in full: the whole chain, as Canny draws it, not a dash around it
+    assert np.allclose(chain(weight), chain(torch.ones_like(mag)), atol=1e-6)
+    weight[..., 8, 20] = 0.4  # a chain as dark as its best seed allows, along its whole length
+    assert np.allclose(chain(weight), 0.4 * chain(torch.ones_like(mag)), atol=1e-6)
+
+
 def test_lines_agree_with_opencv_canny() -> None:
     # the thresholds read as Canny's: on a picture with shapes of many contrasts, most of OpenCV's edge
     # pixels (after the same Gaussian blur) have an outline within a pixel, and the other way round

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from vidtoon.models import export_generator, load_generator
 from vidtoon.networks import ToonGenerator
 from vidtoon.networks.abstraction import diffuse
-from vidtoon.networks.modes import colour_lines, flat_outlines, frame_scale, mode_filter
+from vidtoon.networks.modes import colour_lines, flat_outlines, focus_gate, frame_scale, mode_filter
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -76,15 +76,20 @@ def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
 
 
 def _old_flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
-                       gain: float, subpixel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                       gain: float, subpixel: bool = False, photo: torch.Tensor | None = None,
+                       focus: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference: flat_outlines as it was before each size traced only the lines it uses (both tracings
     at every size, blended by ``mix``); the blend and its half-resolution term."""
     from vidtoon.networks.modes import REFERENCE_LINES
     from vidtoon.networks.strokes import _dilate
 
     width = (scale * (REFERENCE_LINES / 360.0)).clamp(1.0, 5.0)
-    fine = _dilate((colour_lines(img, low, high, steps, subpixel=subpixel) * gain).clamp(0.0, 1.0), width)
-    half = (colour_lines(F.avg_pool2d(img, 2), low, high, steps, subpixel=subpixel) * gain).clamp(0.0, 1.0)
+    sharp = focus_gate(photo, *focus) if photo is not None else None
+    sharp2 = focus_gate(F.avg_pool2d(photo, 2), *focus) if photo is not None else None
+    fine = colour_lines(img, low, high, steps, subpixel=subpixel, seed_weight=sharp)
+    fine = _dilate((fine * gain).clamp(0.0, 1.0), width)
+    half = colour_lines(F.avg_pool2d(img, 2), low, high, steps, subpixel=subpixel, seed_weight=sharp2)
+    half = (half * gain).clamp(0.0, 1.0)
     half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
                          align_corners=False)
     mix = (scale - 1.2).clamp(0.0, 1.0)
@@ -134,9 +139,10 @@ def test_the_exported_default_reads_its_size_band_from_the_frame(tmp_path: Path,
     net = load_generator("default")
     export_onnx(net, tmp_path / "new.onnx", verify=False)
     # (the default's soft-seed ramp, the 7th argument, is 0: Canny's hard seeds, which the reference draws;
-    # the 8th, its sub-pixel lines, goes to the reference)
-    assert net.config.get("seed_ramp", 0.0) == 0.0 and net.config.get("line_subpixel")
-    monkeypatch.setattr(toon, "flat_outlines", lambda *a: _old_flat_outlines(*a[:6], subpixel=a[7])[0])
+    # the 8th to 10th, its sub-pixel lines, the photo and its focus gate, go to the reference)
+    assert net.config.get("seed_ramp", 0.0) == 0.0 and net.config.get("line_subpixel") and net.config["focus_high"]
+    monkeypatch.setattr(toon, "flat_outlines",
+                        lambda *a: _old_flat_outlines(*a[:6], subpixel=a[7], photo=a[8], focus=a[9])[0])
     export_onnx(net, tmp_path / "old.onnx", verify=False)
     monkeypatch.undo()
     new, old = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
@@ -211,6 +217,39 @@ def test_toneless_lines_outline_objects_not_the_borders_between_tones() -> None:
     assert float(toneless[4:40, 8:-8].max()) < 0.05 and float(toneless[45:51, 8:-8].amax(0).min()) > 0.3
     # while the picture keeps its tones
     assert torch.equal(flat_toneless, flat) and float((flat - untoned_flat).abs().max()) > 0.1
+
+
+def _two_discs(blur: float) -> torch.Tensor:
+    """A light disc in focus (left) and the same disc out of focus (right, Gaussian blur of ``blur`` px) on a
+    dark ground: 1 x 3 x 96 x 192 in [-1, 1]."""
+    import cv2
+
+    img = np.full((96, 192), 0.2, np.float32)
+    sharp, soft = img.copy(), img.copy()
+    cv2.circle(sharp, (48, 48), 28, 0.8, -1, lineType=cv2.LINE_AA)
+    cv2.circle(soft, (144, 48), 28, 0.8, -1, lineType=cv2.LINE_AA)
+    img = np.where(np.arange(192) < 96, sharp, cv2.GaussianBlur(soft, (0, 0), blur))
+    return torch.from_numpy(img * 2 - 1)[None, None].expand(1, 3, 96, 192).clone()
+
+
+def test_focus_gate_tells_an_edge_in_focus_from_one_out_of_focus() -> None:
+    gate = focus_gate(_two_discs(5.0), 1.05, 1.3)[0, 0]
+    assert float(gate[48, 18:22].max()) > 0.95  # the sharp disc's left edge (x = 20)
+    assert float(gate[48, 114:118].max()) < 0.1  # the blurred disc's (x = 116)
+
+
+def test_lines_only_where_the_photo_is_in_focus() -> None:
+    def ink(**focus: float) -> torch.Tensor:
+        net = ToonGenerator(**MODES_LOOK, **focus).eval()
+        with torch.no_grad():
+            return net(_two_discs(5.0), parts=True)[2][0, 0]
+
+    plain, gated = ink(), ink(focus_low=1.05, focus_high=1.3)
+    sharp, soft = (slice(10, 86), slice(12, 86)), (slice(10, 86), slice(106, 182))
+    # the mode filter flattens the blurred disc into a cell with a border, which gets an outline ...
+    assert float(plain[sharp].max()) > 0.8 and float(plain[soft].max()) > 0.8
+    # ... unless the photo's edge there is out of focus: then only the sharp disc is outlined, as before
+    assert float(gated[soft].max()) < 0.05 and torch.equal(gated[sharp], plain[sharp])
 
 
 @pytest.mark.slow  # ~40 s each on the 2-core CPU (an export and its check)

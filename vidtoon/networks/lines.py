@@ -77,7 +77,7 @@ def gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def trace_lines(mag: torch.Tensor, across_is_x: torch.Tensor, low: float, high: float, steps: int,
                 bias: torch.Tensor | None = None, tie: float = 0.0, seed_ramp: float = 0.0,
-                subpixel: bool = False) -> torch.Tensor:
+                subpixel: bool = False, seed_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Canny's second half on a gradient magnitude ``mag`` (N x 1 x H x W): suppression across the edge
     (``across_is_x``: 1 where the gradient is nearer x than y), hysteresis, anti-aliasing (see
     :func:`canny_lines`). ``tie``: a pixel within this fraction of the largest across it also stays (for a
@@ -94,7 +94,11 @@ def trace_lines(mag: torch.Tensor, across_is_x: torch.Tensor, low: float, high: 
     ``subpixel``: each line pixel's ink is placed where the magnitude's crest lies between pixels
     (:func:`subpixel_splat`) before the anti-aliasing, so a border that moves by a fraction of a pixel moves
     its line by that fraction instead of jumping a whole pixel in some frame (the default's raw warping error
-    -12..-22% on the shared clips, the same look; MODEL_CARD.md)."""
+    -12..-22% on the shared clips, the same look; MODEL_CARD.md).
+
+    ``seed_weight`` (N x 1 x H x W in [0, 1]) scales each seed before hysteresis, which carries the largest
+    along the chain: a chain is drawn as its best seed allows (a per-pixel weight after tracing broke lines
+    whose weight wavers along them into dashes)."""
     # non-maximum suppression across the edge, in two sectors (the gradient nearer x or nearer y): a
     # pixel stays if it is the largest of the three across it (a 1x3 or 3x1 max-pool includes the pixel);
     # two sectors instead of Canny's four: diagonal lines come out as thin staircases, and it is cheap
@@ -110,6 +114,8 @@ def trace_lines(mag: torch.Tensor, across_is_x: torch.Tensor, low: float, high: 
         edge = ridge * ((mag - high * (1.0 - seed_ramp)) * (0.5 / (seed_ramp * high))).clamp(0.0, 1.0)
     else:
         edge = ridge * (mag > high).to(mag.dtype)
+    if seed_weight is not None:
+        edge = edge * seed_weight
     # hysteresis: weak edges touching a kept edge are kept, one pixel per step (a wider pool in fewer
     # steps, or the steps at half resolution, joined texture into lines: held-out KID +5-8, measured).
     # The connection is propagated as a 0/1 mask times the seed's value, through a max (soft weak-edge values

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidtoon.networks.lines import gradients, trace_lines
+from vidtoon.networks.lines import _blur3, gradients, trace_lines
 from vidtoon.networks.strokes import _dilate
 
 #: the frame size (shorter side, pixels) that the look's window and line width are given for: the photos
@@ -72,7 +72,8 @@ def mode_filter(v: torch.Tensor, bandwidth: torch.Tensor | float, iters: int, sp
 
 
 def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: float, steps: int,
-                  gain: float, seed_ramp: float = 0.0, subpixel: bool = False) -> torch.Tensor:
+                  gain: float, seed_ramp: float = 0.0, subpixel: bool = False, photo: torch.Tensor | None = None,
+                  focus: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Outlines in [0, 1] (N x 1 x H x W) where the flattened image ``img`` (N x 3 x H x W, [-1, 1], H and W
     even) changes.
 
@@ -80,7 +81,9 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     them: on a mode-filtered image they follow region borders, not texture. ``gain`` darkens the anti-aliased
     line (its centre is ~0.5 for a one-pixel line; people punished faint thin lines); ``seed_ramp``: how
     softly a chain's strongest pixel decides its darkness and ``subpixel`` whether lines sit between pixels
-    (:func:`~vidtoon.networks.lines.trace_lines`).
+    (:func:`~vidtoon.networks.lines.trace_lines`). With ``photo`` (the frame itself, as ``img``), lines are
+    kept only where the photo's edge is in focus (:func:`focus_gate`, ramp ``focus``, weighing each chain's
+    seeds), at each tracing's own resolution.
     ``scale`` (the shorter side / :data:`REFERENCE_LINES`) keeps the look the same at any frame size: a
     border that is sharp in a 300-line photo is spread over 2-3 px at 720 lines, where Canny's small window
     sees a weak gradient (few, broken lines, seen on the clips), so from 360 lines on the lines fade over to
@@ -99,10 +102,12 @@ def flat_outlines(img: torch.Tensor, scale: torch.Tensor, low: float, high: floa
     # (in a traced graph an unused side traces a 1 x 1 corner: a constant image, so no line (its gradient
     # magnitude is 1e-6, below any threshold): exactly 0)
     if fine_used is not False:
-        fine = colour_lines(_corner(img, fine_used), low, high, steps, seed_ramp, subpixel)
+        sharp = focus_gate(_corner(photo, fine_used), *focus) if photo is not None else None
+        fine = colour_lines(_corner(img, fine_used), low, high, steps, seed_ramp, subpixel, sharp)
         fine = _dilate((fine * gain).clamp(0.0, 1.0), width)
     if half_used is not False:
-        half = colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps, seed_ramp, subpixel)
+        sharp = focus_gate(_corner(F.avg_pool2d(photo, 2), half_used), *focus) if photo is not None else None
+        half = colour_lines(_corner(F.avg_pool2d(img, 2), half_used), low, high, steps, seed_ramp, subpixel, sharp)
         half = (half * gain).clamp(0.0, 1.0)
         half = F.interpolate(_dilate(half, (0.5 * width).clamp(1.0, 5.0)), scale_factor=2.0, mode="bilinear",
                              align_corners=False)
@@ -140,17 +145,44 @@ def _corner(t: torch.Tensor, used: bool | torch.Tensor) -> torch.Tensor:
 
 
 def colour_lines(img: torch.Tensor, low: float, high: float, steps: int, seed_ramp: float = 0.0,
-                 subpixel: bool = False) -> torch.Tensor:
+                 subpixel: bool = False, seed_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Canny lines (networks/lines.py) of a colour image ``img`` (N x 3 x H x W, [-1, 1]): the gradient is
     the colour difference (root of the summed squared channel gradients, / sqrt 3, so a grey step answers
     as on luminance), so borders between colours of equal brightness (a grey horse against a light blue
-    sky) get their line too; suppression across the stronger of x and y. ``seed_ramp``, ``subpixel``: see
-    :func:`~vidtoon.networks.lines.trace_lines`."""
+    sky) get their line too; suppression across the stronger of x and y. ``seed_ramp``, ``subpixel``,
+    ``seed_weight``: see :func:`~vidtoon.networks.lines.trace_lines`."""
+    mag, sx, sy = _colour_gradient(img)
+    return trace_lines(mag, (sy <= sx + 1e-6).to(img.dtype), low, high, steps, tie=2e-3, seed_ramp=seed_ramp,
+                       subpixel=subpixel, seed_weight=seed_weight)
+
+
+def _colour_gradient(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The colour gradient's magnitude of ``img`` (N x 3 x H x W; see :func:`colour_lines`) and its summed
+    squared x and y parts."""
     gx, gy = gradients(img)
     # channel by channel, not a reduction: whether a pixel is a line is a tie test (a sharp step has two
     # equal gradient pixels), and ONNX Runtime sums a reduction in another order, breaking ties otherwise
     sx = gx[:, 0:1] * gx[:, 0:1] + gx[:, 1:2] * gx[:, 1:2] + gx[:, 2:3] * gx[:, 2:3]
     sy = gy[:, 0:1] * gy[:, 0:1] + gy[:, 1:2] * gy[:, 1:2] + gy[:, 2:3] * gy[:, 2:3]
-    mag = torch.sqrt((sx + sy) * (1.0 / 3.0) + 1e-12)
-    return trace_lines(mag, (sy <= sx + 1e-6).to(img.dtype), low, high, steps, tie=2e-3, seed_ramp=seed_ramp,
-                       subpixel=subpixel)
+    return torch.sqrt((sx + sy) * (1.0 / 3.0) + 1e-12), sx, sy
+
+
+def focus_gate(photo: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """How sharp the photo's edges are near each pixel, as a weight in [0, 1] (N x 1 x H x W) for its outlines.
+
+    The re-blur gradient ratio (Zhuo & Sim 2011, "Defocus map estimation from a single image"): blurring an
+    edge that is already blurred by ``s`` px with a Gaussian of ``b`` px lowers its gradient's peak by
+    ``sqrt((s^2 + b^2) / s^2)``: much for an edge in focus, hardly for one out of focus. Here the ratio of the
+    colour gradient (after :func:`~vidtoon.networks.lines.gradients`' two box blurs) to that after four more
+    (``b`` about 1.6 px), each the largest within 2 px (a line may sit a pixel or two off the photo's crest),
+    ramped from ``low`` (0) to ``high`` (1). An out-of-focus background (bokeh) has ratios near 1: the mode
+    filter cuts it into flat cells, whose borders then get no outline, as a painted background (they were
+    most of the outlines' flicker on the shared flower clip); soft shading inside an object goes the same way.
+    """
+    sharp = _colour_gradient(photo)[0]
+    soft = photo
+    for _ in range(4):
+        soft = _blur3(soft)
+    soft = _colour_gradient(soft)[0]
+    ratio = F.max_pool2d(sharp, 5, 1, 2) / (F.max_pool2d(soft, 5, 1, 2) + 1e-3)
+    return ((ratio - low) * (1.0 / (high - low))).clamp(0.0, 1.0)

@@ -127,7 +127,8 @@ class ToonGenerator(LookControls, nn.Module):
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
                  headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
                  line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
-                 seed_ramp: float = 0.0, line_subpixel: bool = False, toneless_lines: bool = False) -> None:
+                 seed_ramp: float = 0.0, line_subpixel: bool = False, toneless_lines: bool = False,
+                 focus_low: float = 0.0, focus_high: float = 0.0) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -165,6 +166,10 @@ class ToonGenerator(LookControls, nn.Module):
                 # ... traced on the flattened image before its tones: a tone border is a shade on one surface,
                 # not an object's outline, and outlined it moved from frame to frame (raw flicker x2)
                 self.config["toneless_lines"] = True
+            if focus_high > 0.0:
+                # ... kept only where the photo's edge is in focus (networks/modes.py, focus_gate): no outlines
+                # on an out-of-focus background's cells, ramp from re-blur ratio ``focus_low`` to ``focus_high``
+                self.config.update({"focus_low": focus_low, "focus_high": focus_high})
             if gate_high > 0.0:
                 # ... kept only where a learned edge map (networks/edges.py) sees an object border: fading in
                 # from edge probability ``gate_low`` to ``gate_high`` (no strokes on texture or bokeh); with
@@ -258,7 +263,9 @@ class ToonGenerator(LookControls, nn.Module):
             # the flattened image's colour borders (mean shift + outlines' lines), in float32 (thresholds)
             line = flat_outlines(out.float(), scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
                                  cfg.get("line_gain", 1.0), cfg.get("seed_ramp", 0.0),
-                                 bool(cfg.get("line_subpixel", False)))
+                                 bool(cfg.get("line_subpixel", False)),
+                                 frame_float32(xp) if cfg.get("focus_high") else None,
+                                 (cfg.get("focus_low", 0.0), cfg.get("focus_high", 0.0)))
             if prob is not None:
                 # only object borders: ``prob`` is the edge map's largest value within ~2 px (its ridge may
                 # sit a pixel or two off the flattened image's border), a ramp from gate_low to gate_high
