@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import check_replaceable
-from vidtoon.fileio import write_image
+from vidtoon.fileio import check_replaceable, write_image
 from vidtoon.live_io import FpsMeter, LatestFrame, Recorder, display_problem, open_source, processing_size
 
 WINDOW = "vidtoon live"
