@@ -79,6 +79,16 @@ def test_odd_size_and_strength_zero() -> None:
     assert all(np.array_equal(o, t) for o, t in zip(run(Stabilizer(strength=0.0), frames, toons), toons))
 
 
+@pytest.mark.parametrize("shape", [(2, 2), (11, 11), (16, 400), (20, 1000)])
+def test_tiny_frames_and_thin_strips_pass_through(shape: tuple[int, int]) -> None:
+    # optical flow refuses sides under 12 px and strips whose pyramid runs out of rows (OpenCV errors that a
+    # 2 x 2 video turned into an "internal error"): such frames are returned unblended
+    frame = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    toons = flicker([frame] * 3)
+    outs = run(Stabilizer(), [frame] * 3, toons)
+    assert all(np.array_equal(o, t) for o, t in zip(outs, toons))
+
+
 def test_reduces_flicker_on_static_scene() -> None:
     frames = [texture(H, W)] * 12
     toons = flicker(frames)

@@ -47,6 +47,10 @@ __all__ = ["Motion", "Stabilizer"]
 _PHOTO_LO = 8.0
 _PHOTO_HI = 20.0
 _PHOTO_SIGMA = 2.0
+#: frames with a side shorter than this are not stabilized: DIS optical flow refuses images under 12 px a
+#: side (an OpenCV error, which a 2 x 2 video turned into an "internal error"), and a picture a few pixels
+#: high has no motion worth following
+_MIN_SIDE = 16
 _ERODE = 7
 # below this fraction of reliable pixels the flow explains too little of the frame: treat it as a cut
 _MIN_RELIABLE = 0.15
@@ -134,6 +138,8 @@ class Stabilizer:
         if self.strength == 0.0:
             return None
         h, w = src_rgb.shape[:2]
+        if min(h, w) < _MIN_SIDE:
+            return None
         small = cv2.resize(src_rgb, self._small_size(h, w), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         hist = _histogram(gray)
@@ -165,8 +171,12 @@ class Stabilizer:
 
         The weight is ``None`` when too little of the frame is reliable (treated as a scene cut).
         """
-        back = self._dis.calc(gray, self._prev_gray, None)  # current grid -> previous frame
-        fwd = self._dis.calc(self._prev_gray, gray, None)
+        try:
+            back = self._dis.calc(gray, self._prev_gray, None)  # current grid -> previous frame
+            fwd = self._dis.calc(self._prev_gray, gray, None)
+        except cv2.error:
+            # DIS refuses some extreme shapes (a 400 x 16 strip: its pyramid runs out of rows): not blended
+            return np.zeros((*gray.shape, 2), np.float32), None
         # motion boundaries are left to the photometric test: at this size they are a few pixels wide and
         # the flow gradient test of the metric would reject most of a moving object
         ok = non_occluded(back, fwd, boundaries=False).astype(np.float32)
