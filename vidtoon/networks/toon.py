@@ -239,10 +239,12 @@ class ToonGenerator(LookControls, nn.Module):
             flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
         return flat
 
-    def _ink(self, xp: torch.Tensor, out: torch.Tensor, size: tuple[int, int], prob: torch.Tensor | None,
-             ink_low: torch.Tensor | None, lum4: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """The outlines (0 = none .. 1 = black) of the padded frame ``xp`` whose abstraction is ``out``: strokes
-        of the learned edge map ``prob``, Canny lines, or the gradient of ``out`` (the config's ``lines``)."""
+    def _ink(self, xp: torch.Tensor, exact: torch.Tensor, out: torch.Tensor, size: tuple[int, int],
+             prob: torch.Tensor | None, ink_low: torch.Tensor | None, lum4: torch.Tensor,
+             scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The outlines (0 = none .. 1 = black) of the padded frame ``xp`` (``exact``: it on its exact levels in
+        float32, :func:`frame_float32`) whose abstraction is ``out``: strokes of the learned edge map ``prob``,
+        Canny lines, or the gradient of ``out`` (the config's ``lines``)."""
         s, cfg = self.strength, self.config
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         if cfg.get("lines") == "student":
@@ -253,8 +255,7 @@ class ToonGenerator(LookControls, nn.Module):
                 # inner detail the edge map leaves out at small sizes (eyes, nose and mouth of small faces:
                 # HED draws a face's outline, not its features): the photo's thin Canny lines, lighter, away
                 # from the strokes and faded out in texture (on the frame's exact levels: frame_float32)
-                xf = frame_float32(xp)
-                gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+                gray = (exact * torch.tensor(LUMA, device=exact.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
                 fine = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"])
                 fine = fine * (1.0 - cfg.get("texture_lines", 0.0) * up(texture(lum4)).float())
                 line = torch.maximum(line, cfg["detail"] * fine)
@@ -264,7 +265,7 @@ class ToonGenerator(LookControls, nn.Module):
             line = flat_outlines(out.float(), scale, cfg["line_low"], cfg["line_high"], cfg["hysteresis"],
                                  cfg.get("line_gain", 1.0), cfg.get("seed_ramp", 0.0),
                                  bool(cfg.get("line_subpixel", False)),
-                                 frame_float32(xp) if cfg.get("focus_high") else None,
+                                 exact if cfg.get("focus_high") else None,
                                  (cfg.get("focus_low", 0.0), cfg.get("focus_high", 0.0)))
             if prob is not None:
                 # only object borders: ``prob`` is the edge map's largest value within ~2 px (its ridge may
@@ -281,8 +282,7 @@ class ToonGenerator(LookControls, nn.Module):
             # threshold come out on the other side (whole line pixels differing from the fp32 result)
             # (weights from the constant, not the luma buffer: that is rounded to fp16 when the network is;
             # the learned bias is upsampled in float32 too, it is added before the threshold)
-            xf = frame_float32(xp)
-            gray = (xf * torch.tensor(LUMA, device=xf.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            gray = (exact * torch.tensor(LUMA, device=exact.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
             bias = None if ink_low is None else F.interpolate(ink_low.float(), scale_factor=4.0, mode="bilinear",
                                                               align_corners=False)
             line = canny_lines(gray, cfg["line_low"], cfg["line_high"], cfg["hysteresis"], bias)
@@ -379,7 +379,7 @@ class ToonGenerator(LookControls, nn.Module):
                 a, b = guided_coefficients(mean4, self._palette(untoned, luma), eps)
             up32 = lambda t: F.interpolate(t.float(), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
             traced = up32(a) * exact + up32(b)
-        ink = self._ink(xp, traced, size, prob, ink_low, lum4, scale)
+        ink = self._ink(xp, exact, traced, size, prob, ink_low, lum4, scale)
         ink = ink.clamp(max=1.0)  # outline > 1 makes lines bolder, never negative light
         y = (out + 1.0) * (1.0 - ink) - 1.0
         if not self.training:
