@@ -2,7 +2,6 @@
 options that use them, and today's default look left exactly as it was."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -191,32 +190,6 @@ def test_modes_look_flattens_draws_outlines_and_strength_zero_is_the_photo() -> 
         assert float((photo - load_generator("default", strength=0.0)(x)).abs().max()) < 1e-6
     with pytest.raises(ValueError, match="flatten"):
         ToonGenerator(width=0, flatten="blur")
-
-
-def _sky(h: int = 64, w: int = 96) -> torch.Tensor:
-    """A smooth vertical luminance ramp (a sky) over a dark ground: one object border (row 48), no other."""
-    y = torch.linspace(0.9, -0.6, h).view(1, 1, h, 1).expand(1, 3, h, w).clone()
-    y[..., 48:, :] = -0.8
-    return y * torch.tensor([0.8, 0.9, 1.0]).view(1, 3, 1, 1)
-
-
-def test_toneless_lines_outline_objects_not_the_borders_between_tones() -> None:
-    def parts(sharp: float, toneless: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        net = ToonGenerator(**MODES_LOOK, toneless_lines=toneless).eval()
-        with torch.no_grad():
-            net.log_sharp.fill_(math.log(sharp))
-            _, flat, ink = net(_sky(), parts=True)
-        return flat[0], ink[0, 0]
-
-    (flat, toned), (flat_toneless, toneless) = parts(8.0, False), parts(8.0, True)
-    untoned_flat, untoned = parts(1e-4, False)  # (tones of sharpness ~0 are the identity)
-    # hard tones cut the ramp into bands, and lines traced after the tones outline each band
-    assert float(toned[4:40, 8:-8].max()) > 0.3
-    # traced before the tones, the lines are those of the untoned look: the ground's border only
-    assert torch.allclose(toneless, untoned, atol=1e-4)
-    assert float(toneless[4:40, 8:-8].max()) < 0.05 and float(toneless[45:51, 8:-8].amax(0).min()) > 0.3
-    # while the picture keeps its tones
-    assert torch.equal(flat_toneless, flat) and float((flat - untoned_flat).abs().max()) > 0.1
 
 
 def _two_discs(blur: float) -> torch.Tensor:

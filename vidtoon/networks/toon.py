@@ -127,8 +127,8 @@ class ToonGenerator(LookControls, nn.Module):
                  shadows: float = 0.0, stroke_low: float = 0.3, stroke_high: float = 0.6, barrier: float = 0.0,
                  headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
                  line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
-                 seed_ramp: float = 0.0, line_subpixel: bool = False, toneless_lines: bool = False,
-                 focus_low: float = 0.0, focus_high: float = 0.0) -> None:
+                 seed_ramp: float = 0.0, line_subpixel: bool = False, focus_low: float = 0.0,
+                 focus_high: float = 0.0) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -162,10 +162,6 @@ class ToonGenerator(LookControls, nn.Module):
             if line_subpixel:
                 # each line placed at its border's sub-pixel crest (steadier lines in video: lines.py)
                 self.config["line_subpixel"] = True
-            if toneless_lines:
-                # ... traced on the flattened image before its tones: a tone border is a shade on one surface,
-                # not an object's outline, and outlined it moved from frame to frame (raw flicker x2)
-                self.config["toneless_lines"] = True
             if focus_high > 0.0:
                 # ... kept only where the photo's edge is in focus (networks/modes.py, focus_gate): no outlines
                 # on an out-of-focus background's cells, ramp from re-blur ratio ``focus_low`` to ``focus_high``
@@ -348,7 +344,6 @@ class ToonGenerator(LookControls, nn.Module):
         else:
             flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
-        untoned = flat if cfg.get("toneless_lines") else None
         lum = ((flat + 1.0) * 0.5 * luma).sum(1, keepdim=True)
         tones = soft_quantize(lum, cfg["bins"], f32(self.log_sharp).exp())
         shadows = cfg.get("shadows", 0.0)
@@ -365,18 +360,14 @@ class ToonGenerator(LookControls, nn.Module):
             tones = tones + keep * (lum - tones)
         flat = self._palette(flat + (2.0 * s) * (tones - lum), luma)  # tones (luminance only, chroma kept)
         # guided upsampling: eps scales with strength**2 so that strength 0 gives back the photo exactly
-        eps = f32(self.log_eps).exp() * (s * s) + 1e-6
-        a, b = guided_coefficients(mean4, flat, eps)
+        a, b = guided_coefficients(mean4, flat, f32(self.log_eps).exp() * (s * s) + 1e-6)
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
         out = up(a) * xp + up(b)
         lum4 = (mean4 * luma.float()).sum(1, keepdim=True)  # for texture(): texture or clean borders
         traced = out
-        if cfg.get("lines") == "flat" and (out.dtype != torch.float32 or untoned is not None):
+        if cfg.get("lines") == "flat" and out.dtype != torch.float32:
             # outlines of the flattened image in float32 (threshold and tie tests), from the frame's exact
-            # levels (frame_float32) and the float32 coefficients: an fp16 graph then draws fp32's lines;
-            # with ``toneless_lines``, of the flattened image before its tones
-            if untoned is not None:
-                a, b = guided_coefficients(mean4, self._palette(untoned, luma), eps)
+            # levels (frame_float32) and the float32 coefficients: an fp16 graph then draws fp32's lines
             up32 = lambda t: F.interpolate(t.float(), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
             traced = up32(a) * exact + up32(b)
         ink = self._ink(xp, exact, traced, size, prob, ink_low, lum4, scale)
