@@ -218,23 +218,6 @@ class ToonGenerator(LookControls, nn.Module):
         bent = knee + room * torch.tanh((a - knee) / room)
         return torch.where(a > knee, torch.sign(t) * bent, t)
 
-    def _palette(self, flat: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
-        """The config's cleaner palette on a flattened image: saturation, brightness and (with ``headroom``) a
-        soft knee instead of clipping."""
-        s, cfg = self.strength, self.config
-        saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
-        if saturation != 1.0:                                     # a cleaner, more saturated palette ...
-            grey = (flat * luma).sum(1, keepdim=True)
-            flat = grey + (1.0 + s * (saturation - 1.0)) * (flat - grey)
-        if brightness != 1.0:                                     # ... a little brighter (outlines darken)
-            flat = (flat + 1.0) * (1.0 + s * (brightness - 1.0)) - 1.0
-        headroom = cfg.get("headroom", 0.0)
-        if headroom:
-            # and a soft knee instead of clipping: brightened, saturated colours approach white and full
-            # saturation smoothly (clipped channels turned skies white and grass neon); identity below it
-            flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
-        return flat
-
     def _ink(self, xp: torch.Tensor, exact: torch.Tensor, out: torch.Tensor, size: tuple[int, int],
              prob: torch.Tensor | None, ink_low: torch.Tensor | None, lum4: torch.Tensor,
              scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -358,7 +341,17 @@ class ToonGenerator(LookControls, nn.Module):
             # own light shade instead of jumping onto the white plateau (seen on clips: skies clipped white)
             keep = ((lum - (1.0 - headroom)) / headroom).clamp(0.0, 1.0)
             tones = tones + keep * (lum - tones)
-        flat = self._palette(flat + (2.0 * s) * (tones - lum), luma)  # tones (luminance only, chroma kept)
+        flat = flat + (2.0 * s) * (tones - lum)                   # tones (luminance only, chroma kept)
+        saturation, brightness = cfg.get("saturation", 1.0), cfg.get("brightness", 1.0)
+        if saturation != 1.0:                                     # a cleaner, more saturated palette ...
+            grey = (flat * luma).sum(1, keepdim=True)
+            flat = grey + (1.0 + s * (saturation - 1.0)) * (flat - grey)
+        if brightness != 1.0:                                     # ... a little brighter (outlines darken)
+            flat = (flat + 1.0) * (1.0 + s * (brightness - 1.0)) - 1.0
+        if headroom:
+            # and a soft knee instead of clipping: brightened, saturated colours approach white and full
+            # saturation smoothly (clipped channels turned skies white and grass neon); identity below it
+            flat = self._soft_clip(flat, 1.0 - s * 0.5 * headroom)
         # guided upsampling: eps scales with strength**2 so that strength 0 gives back the photo exactly
         a, b = guided_coefficients(mean4, flat, f32(self.log_eps).exp() * (s * s) + 1e-6)
         up = lambda t: F.interpolate(t.to(xp.dtype), scale_factor=4.0, mode="bilinear", align_corners=False)  # noqa: E731
