@@ -49,7 +49,7 @@ class FlickeryStylizer:
         try:
             import vidtoon
 
-            net = vidtoon.load_generator(model)
+            net = vidtoon.load_generator(model, faces=False)  # the network's own flicker, as before
             self.name = f"model {model}"
             self.perturb = False
         except VidtoonError:

@@ -297,6 +297,40 @@ def test_image_command_draws_faces_unless_told_not_to(tmp_path: Path, capsys: py
     assert diff[:, 110:].max() == 0 and diff[:10].max() == 0  # the rest is the same picture
 
 
+def test_load_generator_draws_faces_as_the_image_command_does() -> None:
+    """A script's ``vidtoon.load_generator`` gives the picture ``vidtoon image`` writes: faces drawn back in
+    each image of a batch, the rest exactly the network's; ``faces=False`` is the network alone."""
+    import vidtoon
+
+    photos = np.stack([face_image(160, 120, 40, center=(60, 60)), face_image(160, 120, 40, center=(100, 60))])
+    x = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
+    look, alone = vidtoon.load_generator("default"), vidtoon.load_generator("default", faces=False)
+    assert look.config == alone.config  # the network's attributes and weights read through
+    assert look.state_dict().keys() == alone.state_dict().keys()
+    with torch.inference_mode():
+        y, y0 = look(x), alone(x)
+    to8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
+    for photo, got, bare in zip(photos, to8(y), to8(y0)):
+        faces = detect_faces(photo, fraction=STILL)
+        assert len(faces) == 1
+        np.testing.assert_array_equal(got, draw_faces(photo, bare, faces))
+    changed = (y - y0).abs().amax(dim=1)
+    assert changed[0, 40:80, 40:80].max() > 0.05 and changed[1, 40:80, 80:120].max() > 0.05
+    assert changed[0, :, 110:].max() == 0 and changed[1, :, :50].max() == 0  # outside a face: exact
+    with torch.inference_mode():  # the look's strength scales the drawing too: at 0 nothing is drawn
+        torch.testing.assert_close(vidtoon.load_generator("default", strength=0.0)(x),
+                                   vidtoon.load_generator("default", strength=0.0, faces=False)(x), rtol=0, atol=0)
+
+
+def test_a_look_with_faces_cannot_be_traced_and_says_what_can() -> None:
+    import vidtoon
+
+    look = vidtoon.load_generator("default")
+    with pytest.raises(RuntimeError, match=r"faces=False"):
+        torch.jit.trace(look, torch.zeros(1, 3, 32, 32))
+    torch.jit.trace(vidtoon.load_generator("default", faces=False), torch.zeros(1, 3, 32, 32))
+
+
 def test_convert_draws_faces_and_keeps_the_timing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from clirun import run_cli
 

@@ -18,18 +18,26 @@ __all__ = ["__version__", "load_generator", "convert", "VidtoonError"]
 from vidtoon.errors import VidtoonError
 
 
-def load_generator(model: str = "default", device: str = "cpu", strength: float = 1.0, outline: float = 1.0) -> Any:
+def load_generator(model: str = "default", device: str = "cpu", strength: float = 1.0, outline: float = 1.0,
+                   faces: bool = True) -> Any:
     """Load a generator in eval mode.
 
     ``model`` is a shipped model name (see ``vidtoon info``) or a path to a checkpoint written by
     ``vidtoon export-model`` or by the trainer. The module takes NCHW float32 RGB in [-1, 1] of any
     height and width and returns the same. ``strength`` (0 = the photo .. 1 = the full look) and
-    ``outline`` (0 .. 2, ink) act inside the network. It is the network alone: ``convert`` and the commands
-    also draw faces back (``vidtoon.faces.detect_faces`` and ``draw_faces`` do it for a picture).
+    ``outline`` (0 .. 2, ink) act inside the network. ``faces`` (as the commands' ``--faces``): the
+    photo's eyes, nose and mouth are drawn back into each face found in each image, as ``vidtoon image``
+    draws them (:class:`vidtoon.look.FacesDrawn`); ``faces=False`` returns the network alone, which is what
+    can be traced, exported or trained.
     """
     from vidtoon.models import load_generator as _load
 
-    return _load(model, device, strength, outline)
+    net = _load(model, device, strength, outline)
+    if not faces:
+        return net
+    from vidtoon.look import FacesDrawn
+
+    return FacesDrawn(net, strength).eval()
 
 
 def convert(input: str, output: str | None = None, options: Any = None, **fields: Any) -> Any:
