@@ -89,6 +89,21 @@ def test_find_videos_filters_and_mirrors(tmp_path: Path, clips: dict[str, Path])
         find_videos(root, root)
 
 
+def test_outputs_of_convert_beside_their_inputs_are_not_batched_again(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """`vidtoon convert a.mp4` wrote a_toon.mp4 (and --compare a_compare.mp4) into the folder: a batch of that
+    folder converts a.mp4 only, says why the others were left, and converts them when --include names them."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a.mp4", "a_toon.mp4", "a_compare.mp4", "toon.mp4"):
+        shutil.copy(clips["a"], root / name)
+    items, ignored = find_videos(root, tmp_path / "out")
+    assert [str(i.rel) for i in items] == ["a.mp4", "toon.mp4"]
+    assert sorted(str(p) for p, _ in ignored) == ["a_compare.mp4", "a_toon.mp4"]
+    assert all("--include" in why for _, why in ignored)
+    items, _ = find_videos(root, tmp_path / "out", include=["*_toon.mp4"])
+    assert [str(i.rel) for i in items] == ["a_toon.mp4"]
+
+
 @pytest.mark.slow
 def test_batch_bad_files_resume_and_report(tmp_path: Path, clips: dict[str, Path], toon_model: Path, capsys) -> None:
     root = _tree(tmp_path / "in", clips)
@@ -197,7 +212,7 @@ def test_files_that_are_not_videos_are_skipped_whatever_their_name(tmp_path: Pat
     code, _, err = run(["batch", str(root), "-o", str(tmp_path / "out"), "--model", str(toon_model)], capsys)
     assert code == 0, err
     text = " ".join(err.split())
-    assert "skipped 3 file(s) that are not videos:" in text
+    assert "skipped 3 file(s):" in text
     assert "notavideo.mp4 (not a media file)" in text and "song.mp4 (no video stream)" in text
     assert "1 converted" in text and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
 
@@ -227,6 +242,10 @@ def test_batch_errors(tmp_path: Path, toon_model: Path, capsys) -> None:
     code, _, err = run(["batch", str(tmp_path / "empty"), "--model", str(toon_model)], capsys)
     assert code == 1 and "no videos found" in err
     assert not (tmp_path / "empty_toon").exists()
+    (tmp_path / "done").mkdir()  # only what an earlier `vidtoon convert` wrote there: the error says so
+    (tmp_path / "done" / "clip_toon.mp4").write_bytes(b"\0")
+    code, _, err = run(["batch", str(tmp_path / "done"), "--model", str(toon_model)], capsys)
+    assert code == 1 and "no videos found" in err and "named like vidtoon outputs" in err
     code, _, err = run(["batch", str(tmp_path / "empty"), "--crf", "99"], capsys)
     assert code == 2 and "--crf" in err
 

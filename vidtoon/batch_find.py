@@ -102,6 +102,12 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") or name.endswith((".part", ".tmp", ".partial", ".crdownload", "~"))
 
 
+def _is_output_name(path: Path) -> bool:
+    # what `vidtoon convert` wrote beside its input (clip_toon.mp4) is no input to a later batch of that folder,
+    # as `vidtoon image` skips photo_toon.jpg
+    return path.stem.endswith(("_toon", "_compare"))
+
+
 def _matches(rel: Path, patterns: Sequence[str]) -> bool:
     text = rel.as_posix()
     return any(fnmatch.fnmatch(text, p) or fnmatch.fnmatch(rel.name, p) for p in patterns)
@@ -123,7 +129,9 @@ def find_videos(input_dir: str | Path, output_dir: str | Path, *, recursive: boo
 
     ``include`` / ``exclude`` are glob patterns matched against the path relative to ``input_dir`` and
     against the bare file name (``*.mp4``, ``holiday/*``); with ``include`` only matching files are
-    considered. The output folder, when inside the input folder, is never scanned.
+    considered. The output folder, when inside the input folder, is never scanned, and files named like
+    ``vidtoon convert``'s outputs (``clip_toon.mp4``, ``clip_compare.mp4``) are skipped unless ``include``
+    is given.
     """
     root = Path(input_dir).expanduser()
     out_root = Path(output_dir).expanduser()
@@ -151,6 +159,9 @@ def find_videos(input_dir: str | Path, output_dir: str | Path, *, recursive: boo
             continue
         if exclude and _matches(rel, exclude):
             ignored.append((rel, "excluded"))
+            continue
+        if not include and _is_output_name(path):
+            ignored.append((rel, "named like a vidtoon output (*_toon, *_compare): --include it to convert it"))
             continue
         if not path.is_file():
             continue

@@ -94,10 +94,13 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
             on_probe=lambda rel: status.update(f"looking for videos: {rel}"))
     if not items:
         hint = "" if recursive else " (use --recursive for subfolders)"
+        outputs = sum("vidtoon output" in why for _, why in ignored)
+        if outputs:
+            hint += f" (skipped {outputs} named like vidtoon outputs, *_toon / *_compare: --include them)"
         raise VidtoonError(f"no videos found in {input_dir}{hint}")
     if ignored:
         names = ", ".join(f"{p} ({why})" for p, why in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
-        console.print(f"[dim]skipped {len(ignored)} file(s) that are not videos: {escape(names)}[/dim]", markup=True)
+        console.print(f"[dim]skipped {len(ignored)} file(s): {escape(names)}[/dim]", markup=True)
 
     _run(items, out_dir, input_dir, options, jobs, ray, quiet, report, console)
 
