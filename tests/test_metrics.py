@@ -93,12 +93,12 @@ def test_warp_and_occlusion_mask() -> None:
     assert not non_occluded(flow, flow)[:, :-3].any()  # a flow that does not map back is rejected
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, gop: int | None = None) -> Path:
     with av.open(str(path), "w") as box:
         stream = box.add_stream("libx264", rate=Fraction(fps))
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv444p"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
+        stream.options = {"crf": "0", "preset": "ultrafast", **({"g": str(gop)} if gop else {})}
         for f in frames:
             box.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         box.mux(stream.encode(None))
@@ -157,6 +157,23 @@ def test_flicker_command_start_matches_a_start_conversion(tmp_path: Path) -> Non
     assert e_wrong > 3 * max(e_out, 1e-6)
     res = run_cli("flicker", str(src), str(out))
     assert res.returncode == 1 and "--start T" in res.stderr
+
+
+def test_flicker_start_seeks_instead_of_decoding_everything_before_it(tmp_path: Path) -> None:
+    """With a keyframe every 10 frames, --start 2.0 of a 25 fps video begins decoding at the keyframe of
+    1.6 s, not at 0, and still yields exactly the frames from 2.0 s on (each frame's grey level is its index)."""
+    from vidtoon.commands.flicker import _frames, _seek
+
+    frames = [np.full((48, 64, 3), 4 * i, np.uint8) for i in range(60)]
+    src = write_clip(tmp_path / "in.mp4", frames, gop=10)
+    with av.open(str(src)) as box:
+        stream = box.streams.video[0]
+        tb = stream.time_base
+        first = _seek(box, stream, tb, Fraction(2), src)
+        after = next(box.decode(stream))
+    assert first == 0 and Fraction(8, 5) <= after.pts * tb <= 2
+    got = [int(round(f.mean() / 4)) for f in _frames(src, start=2.0)]
+    assert got == list(range(50, 60))
 
 
 def test_flicker_refuses_another_picture(tmp_path: Path) -> None:

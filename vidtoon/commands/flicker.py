@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,8 +20,6 @@ from vidtoon.errors import VidtoonError
 def _frames(path: Path, size: tuple[int, int] | None = None, start: float = 0.0) -> Iterator:
     """Decode the first video stream of ``path`` as RGB arrays, resized to ``size`` (w, h) if given, from
     ``start`` seconds after its first frame (as ``convert --start`` counts)."""
-    from fractions import Fraction
-
     import av
     import cv2
 
@@ -40,6 +40,8 @@ def _frames(path: Path, size: tuple[int, int] | None = None, start: float = 0.0)
         first: Fraction | None = None  # the first frame's time: --start counts from it, as convert's does
         skip = Fraction(start).limit_denominator(1_000_000)
         try:
+            if skip:
+                first = _seek(box, stream, tb, skip, path)
             for frame in box.decode(stream):
                 if skip:
                     if frame.pts is None:
@@ -53,6 +55,23 @@ def _frames(path: Path, size: tuple[int, int] | None = None, start: float = 0.0)
                 yield rgb
         except av.error.FFmpegError as exc:
             raise VidtoonError(f"{path}: decoding failed ({exc})") from None
+
+
+def _seek(box: Any, stream: Any, tb: Fraction, skip: Fraction, path: Path) -> Fraction:
+    """The time of the first frame of ``stream``; the container is left at the keyframe at or before
+    ``skip`` seconds after it, so a late --start does not decode the whole video before it (where the
+    container cannot seek, decoding starts again from the beginning)."""
+    import av
+
+    frame = next(box.decode(stream), None)
+    if frame is None or frame.pts is None:
+        raise VidtoonError(f"{path}: frames without timestamps: --start cannot find its time")
+    first = frame.pts * tb
+    try:
+        box.seek(int((first + skip) / tb), stream=stream, backward=True)
+    except av.error.FFmpegError:
+        box.seek(0)
+    return first
 
 
 def _probe_size(path: Path) -> tuple[int, int]:
