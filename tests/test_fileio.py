@@ -2,6 +2,8 @@
 leave nothing behind."""
 from __future__ import annotations
 
+import builtins
+import io
 import os
 from pathlib import Path
 
@@ -49,25 +51,51 @@ def test_write_bytes_creates_the_folder(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b.bin").read_bytes() == b"data"
 
 
-@pytest.mark.parametrize("writer", ["export_generator", "save_checkpoint"])
-def test_checkpoint_writers_leave_no_part_file_on_failure(tmp_path: Path, monkeypatch, writer: str) -> None:
+class _FullDisk(io.RawIOBase):
+    """A file on a disk with ``room`` bytes left: a write past it fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        super().__init__()
+        self.file, self.room = builtins.open(path, "wb"), room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        if len(b) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(b)
+        return self.file.write(b)
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+@pytest.mark.parametrize("writer", ["export_generator", "save_checkpoint", "write_image"])
+def test_writers_on_a_full_disk_say_so_and_leave_no_part_file(tmp_path: Path, monkeypatch, writer: str) -> None:
+    """A disk filling up mid-write: one plain error that names the file and says why (torch's own error was
+    "unexpected pos"; OpenCV's writer printed libpng's lines), and no half-written or temporary file."""
+    import numpy as np
+
     from nets import tiny
 
-    def broken_save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]  # a disk filling up mid-write
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError(28, "No space left on device")
+    import vidtoon.fileio as fileio
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    out = tmp_path / "g.pt"
-    with pytest.raises(OSError):
+    monkeypatch.setattr(fileio, "open", lambda path, mode="r": io.BufferedWriter(_FullDisk(path, 100), 64),
+                        raising=False)
+    out = tmp_path / ("g.png" if writer == "write_image" else "g.pt")
+    with pytest.raises(VidtoonError, match=rf"cannot write .*{out.name}: No space left on device"):
         if writer == "export_generator":
             from vidtoon.models import export_generator
 
             export_generator(tiny("fast"), "fast", out)
-        else:
+        elif writer == "save_checkpoint":
             from vidtoon.trainer.state import save_checkpoint
 
-            save_checkpoint(out, step=1)
+            save_checkpoint(out, step=1, weights=torch.zeros(1000))
+        else:
+            fileio.write_image(out, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import AtomicFile
+from vidtoon.fileio import save_torch
 
 
 def new_run_dir(out: str | Path, arch: str) -> Path:
@@ -45,8 +45,7 @@ class EMA:
 
 def save_checkpoint(path: Path, **state: Any) -> None:
     """Write a checkpoint dict atomically (temp file, then rename): a crash never leaves half a file."""
-    with AtomicFile(path) as target:
-        torch.save(state, str(target.path))
+    save_torch(path, state)
 
 
 def rng_state(rng: np.random.Generator, device: torch.device | None = None) -> dict[str, Any]:

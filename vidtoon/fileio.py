@@ -89,14 +89,40 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         f.path.write_bytes(data)
 
 
+def save_torch(path: str | Path, obj: Any, what: str = "checkpoint") -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically; a write that fails (a full disk) is a VidtoonError that
+    says why, where torch reports only "unexpected pos" from its zip writer."""
+    import torch
+
+    path = Path(path)
+    try:
+        # through a Python file object: the OSError of a failed write stays on the error torch raises
+        with AtomicFile(path) as target, open(target.path, "wb") as fh:
+            torch.save(obj, fh)
+    except OSError as exc:
+        raise VidtoonError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:
+        cause = exc.__context__
+        if isinstance(cause, OSError):
+            raise VidtoonError(f"cannot write {what} {path}: {cause.strerror or cause}") from None
+        raise
+
+
 def write_image(path: str | Path, bgr: Any) -> None:
     """Write a BGR uint8 image with OpenCV atomically, in the format of ``path``'s extension."""
     import cv2
 
     path = Path(path)
-    with AtomicFile(path, suffix=path.suffix) as f:
-        if not cv2.imwrite(str(f.path), bgr):  # OpenCV says False rather than raising
-            raise VidtoonError(f"cannot write image {path}")
+    # encoded in memory, then written by Python: cv2.imwrite on a full disk prints libpng's own error lines
+    # and only returns False, where a write of the bytes raises an OSError that says why
+    ok, data = cv2.imencode(path.suffix or ".png", bgr)
+    if not ok:  # OpenCV says False rather than raising
+        raise VidtoonError(f"cannot write image {path}: OpenCV cannot encode it as {path.suffix or '.png'}")
+    try:
+        with AtomicFile(path, suffix=path.suffix) as f, open(f.path, "wb") as fh:
+            fh.write(data.tobytes())
+    except OSError as exc:
+        raise VidtoonError(f"cannot write image {path}: {exc.strerror or exc}") from None
 
 
 def check_creatable(folder: str | Path) -> None:

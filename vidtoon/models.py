@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from vidtoon.errors import VidtoonError
-from vidtoon.fileio import AtomicFile
+from vidtoon.fileio import save_torch
 from vidtoon.networks import apply_controls, build_generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -87,8 +87,7 @@ def export_generator(net: nn.Module, arch: str, path: str | Path, meta: dict[str
         "params_ema": state,
         "meta": dict(meta or {}),
     }
-    with AtomicFile(path) as target:
-        torch.save(payload, str(target.path))
+    save_torch(path, payload, "model")
     return path
 
 
