@@ -93,11 +93,11 @@ def batch_cmd(input_dir: Path, output_dir: Path | None, recursive: bool, include
             codec=options.codec, audio=options.audio,
             on_probe=lambda rel: status.update(f"looking for videos: {rel}"))
     if not items:
-        hint = "" if recursive else " (use --recursive for subfolders)"
+        hints = [] if recursive else ["use --recursive for subfolders"]
         outputs = sum("vidtoon output" in why for _, why in ignored)
         if outputs:
-            hint += f" (skipped {outputs} named like vidtoon outputs, *_toon / *_compare: --include them)"
-        raise VidtoonError(f"no videos found in {input_dir}{hint}")
+            hints.append(f"{outputs} file(s) named like vidtoon outputs (*_toon, *_compare) skipped: --include them")
+        raise VidtoonError(f"no videos found in {input_dir}" + (f" ({'; '.join(hints)})" if hints else ""))
     if ignored:
         names = ", ".join(f"{p} ({why})" for p, why in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
         console.print(f"[dim]skipped {len(ignored)} file(s): {escape(names)}[/dim]", markup=True)
