@@ -27,6 +27,10 @@ class _DSBlock(nn.Module):
         return x + self.pw(F.relu(self.dw(x)))
 
 
+def _up(t: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class EdgeStudent(nn.Module):
     """Edge probability of an NCHW RGB image in [-1, 1] (sizes divisible by 16), as N x 1 x H x W.
 
@@ -52,24 +56,36 @@ class EdgeStudent(nn.Module):
         nn.init.zeros_(self.fine_out.weight)
         nn.init.zeros_(self.fine_out.bias)
 
-    def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Side logits at 1/4, 1/8, 1/16 and the final logit at 1/2 resolution (deep supervision)."""
+    def _coarse(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The 1/4-resolution features and the side logits at 1/4, 1/8, 1/16 and their fusion at 1/4."""
         f4 = self.b4(F.relu(self.stem(F.pixel_unshuffle(x, 4))))
         f8 = self.b8(F.relu(self.down8(F.pixel_unshuffle(f4, 2))))
         f16 = self.b16(F.relu(self.down16(F.pixel_unshuffle(f8, 2))))
-        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
-        f8 = f8 + up(self.up16(f16))
-        f4 = f4 + up(self.up8(F.relu(f8)))
+        f8 = f8 + _up(self.up16(f16))
+        f4 = f4 + _up(self.up8(F.relu(f8)))
         s4, s8, s16 = (conv(f) for conv, f in zip(self.side, (f4, f8, f16)))
-        coarse = s4 + up(s8) + up(up(s16))                        # the fused logit at 1/4
-        g = F.relu(self.fine_in(F.pixel_unshuffle(x, 2)) + up(self.to_fine(F.relu(f4))))
-        fine = up(coarse) + self.fine_out(F.relu(self.fine_dw(g)))
+        return f4, [s4, s8, s16, s4 + _up(s8) + _up(_up(s16))]
+
+    def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Side logits at 1/4, 1/8, 1/16 and the final logit at 1/2 resolution (deep supervision)."""
+        f4, (s4, s8, s16, coarse) = self._coarse(x)
+        g = F.relu(self.fine_in(F.pixel_unshuffle(x, 2)) + _up(self.to_fine(F.relu(f4))))
+        fine = _up(coarse) + self.fine_out(F.relu(self.fine_dw(g)))
         return [s4, s8, s16, fine]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Edge probability at full resolution (the 1/2-resolution logit, resized bilinearly)."""
         logit = self.logits(x)[-1]
         return torch.sigmoid(F.interpolate(logit, size=x.shape[-2:], mode="bilinear", align_corners=False))
+
+    def borders4(self, x: torch.Tensor, fine: bool = True) -> torch.Tensor:
+        """The edge probability at 1/4 resolution, N x 1 x H/4 x W/4 (the mode filter's barrier): the largest
+        of each 2 x 2 block of the 1/2-resolution map, so a thin border survives the halving, or with
+        ``fine=False`` the fused 1/4-resolution logit's, without the 1/2-resolution refinement (2/3 of the
+        network's time at 720p)."""
+        if not fine:
+            return torch.sigmoid(self._coarse(x)[1][-1])
+        return F.max_pool2d(torch.sigmoid(self.logits(x)[-1]), 2)
 
     def nearby(self, x: torch.Tensor) -> torch.Tensor:
         """The largest edge probability within ~2 px of each pixel, N x 1 x H x W: a 3 x 3 maximum of the

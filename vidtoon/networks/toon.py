@@ -128,7 +128,8 @@ class ToonGenerator(LookControls, nn.Module):
                  headroom: float = 0.0, detail: float = 0.0, flatten: str = "diffuse", spread: float = 2.0,
                  line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
                  seed_ramp: float = 0.0, line_subpixel: bool = False, focus_low: float = 0.0,
-                 focus_high: float = 0.0) -> None:
+                 focus_high: float = 0.0, mode_barrier: float = 0.0, barrier_low: float = 0.3,
+                 barrier_high: float = 0.7, barrier_fine: bool = True) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -152,6 +153,10 @@ class ToonGenerator(LookControls, nn.Module):
             # mean shift's flattening (networks/modes.py): ``iters`` mode-filter steps, ``log_sigma`` its colour
             # bandwidth, ``spread`` its window (1/4-res px at 300 lines, wider in larger frames)
             self.config.update({"flatten": "modes", "spread": spread})
+            if mode_barrier > 0.0:  # ... not merging colours across the borders a learned edge map sees
+                self.config.update({"mode_barrier": mode_barrier, "barrier_low": barrier_low,
+                                    "barrier_high": barrier_high, "barrier_fine": barrier_fine})
+                self.edges = EdgeStudent()
         if lines == "flat":
             # Canny lines of the flattened image (region borders), ``line_gain`` darker, wider in large frames
             self.config["line_gain"] = line_gain
@@ -176,7 +181,7 @@ class ToonGenerator(LookControls, nn.Module):
                 self.edges = EdgeStudent()
         if headroom and lines != "student":
             self.config["headroom"] = headroom
-        self.pad = PadToMultiple(16 if lines == "student" or gate_high > 0.0 else 8)
+        self.pad = PadToMultiple(16 if hasattr(self, "edges") else 8)  # (the edge network folds 16 x 16 blocks)
         if width > 0:
             add_feature_layers(self, 3, width, width_low, n_res)
             # per 1/4-res pixel: colour correction (3), guide correction (3), ink logit (1)
@@ -197,13 +202,17 @@ class ToonGenerator(LookControls, nn.Module):
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         # the edge network stays float32 when the generator is made fp16 (``.half()``, an fp16 ONNX export):
-        # it reads the frame's exact levels in float32 (frame_float32) and its map gates or draws the lines,
-        # so an fp16 graph draws float32's lines; it is a small part of the work
-        super()._apply(fn, recurse)
-        edges = self._modules.get("edges")
-        if edges is not None:
-            edges.float()
-        return self
+        # it reads the frame's exact levels in float32 (frame_float32) and its map gates or draws the lines and
+        # steers the mode filter, so an fp16 graph draws float32's lines; it is a small part of the work. It
+        # only follows the device: cast to fp16 and back, its weights lost digits, and the barrier's map moved
+        # enough to flip outline pixels (0.16 on photo-like frames)
+        if recurse:
+            for name, child in self.named_children():
+                if name == "edges":
+                    child.to(device=fn(torch.zeros(0)).device, dtype=torch.float32)
+                else:
+                    child._apply(fn)
+        return super()._apply(fn, recurse=False)
 
     @staticmethod
     def _soft_clip(t: torch.Tensor, knee: float | torch.Tensor) -> torch.Tensor:
@@ -292,6 +301,18 @@ class ToonGenerator(LookControls, nn.Module):
             return self.edges(exact)
         return None
 
+    def _borders(self, exact: torch.Tensor) -> torch.Tensor | None:
+        """The mode filter's barrier (N x 1 x H/4 x W/4 in [0, 1], or None without ``mode_barrier``): the object
+        borders the edge network sees in the padded frame ``exact`` (float32 on its exact levels), soft or thin
+        ones too, its 1/4-resolution map ramped from ``barrier_low`` to ``barrier_high``; ``barrier_fine``:
+        from the map's 1/2-resolution refinement (else its 1/4-resolution fusion, 2/3 cheaper)."""
+        cfg = self.config
+        if not cfg.get("mode_barrier", 0.0):
+            return None
+        e = self.edges.borders4(exact, bool(cfg.get("barrier_fine", True)))
+        lo, hi = cfg["barrier_low"], cfg["barrier_high"]
+        return ((e - lo) * (1.0 / (hi - lo))).clamp(0.0, 1.0) * cfg["mode_barrier"]
+
     def forward(self, x: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The cartoon of ``x``; with ``parts`` (training) also the image before the ink and the ink."""
         s = self.strength
@@ -323,7 +344,8 @@ class ToonGenerator(LookControls, nn.Module):
         f32 = (lambda t: t.half().float()) if modes else (lambda t: t)  # noqa: E731
         luma = torch.tensor(LUMA, device=mean4.device).view(1, 3, 1, 1) if modes else self.luma  # (not rounded)
         if modes:
-            flat = mode_filter(low, f32(self.log_sigma).exp(), cfg["iters"], cfg["spread"] * scale)
+            flat = mode_filter(low, f32(self.log_sigma).exp(), cfg["iters"], cfg["spread"] * scale,
+                               barrier=self._borders(exact))
         else:
             flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
