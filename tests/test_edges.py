@@ -186,11 +186,25 @@ class _Map(torch.nn.Module):
         return p
 
 
+#: what the default's flattening gained from the edge network (2026-12-03, ninth session)
+_BARRIER_KEYS = ("mode_barrier", "barrier_low", "barrier_high", "barrier_fine")
+
+
+def _default_without_barrier() -> tuple[dict, torch.nn.Module]:
+    """The default's config and network without the edge network in its flattening: the look the gates act on."""
+    from vidtoon.networks.toon import ToonGenerator
+
+    ckpt = read_checkpoint(resolve_model_path("default"))
+    cfg = {k: v for k, v in ckpt["config"].items() if k not in _BARRIER_KEYS}
+    plain = ToonGenerator(**cfg)
+    plain.load_state_dict({k: v for k, v in ckpt["params_ema"].items() if not k.startswith("edges.")})
+    return cfg, plain.eval()
+
+
 def test_gated_outlines_are_kept_only_where_the_edge_map_sees_a_border() -> None:
     from vidtoon.networks.toon import ToonGenerator
 
-    cfg = read_checkpoint(resolve_model_path("default"))["config"]
-    plain = load_generator("default")
+    cfg, plain = _default_without_barrier()
     gated = ToonGenerator(**{**cfg, "gate_low": 0.2, "gate_high": 0.6})
     gated.load_state_dict({**gated.state_dict(), **plain.state_dict()})
     gated.eval()
@@ -218,8 +232,7 @@ def test_gated_outlines_are_kept_only_where_the_edge_map_sees_a_border() -> None
 def test_a_gate_floor_keeps_lines_away_from_borders_at_that_fraction() -> None:
     from vidtoon.networks.toon import ToonGenerator
 
-    cfg = read_checkpoint(resolve_model_path("default"))["config"]
-    plain = load_generator("default")
+    cfg, plain = _default_without_barrier()
     floored = ToonGenerator(**{**cfg, "gate_low": 0.0, "gate_high": 0.6, "gate_floor": 0.5})
     floored.load_state_dict({**floored.state_dict(), **plain.state_dict()})
     floored.eval()
@@ -253,7 +266,7 @@ def test_a_student_trained_from_clean_keeps_its_look() -> None:
 
 #: the config keys a learned gate adds to a look, and those the default gained after `clean` and `steady` were made
 _GATE_KEYS = ("gate_low", "gate_high", "gate_floor", "seed_ramp")
-_LATER_DEFAULT = {"focus_low", "focus_high"}
+_LATER_DEFAULT = {"focus_low", "focus_high", *_BARRIER_KEYS}
 
 
 def _base_look(net: torch.nn.Module) -> torch.nn.Module:
@@ -276,6 +289,8 @@ def test_clean_is_the_defaults_look_with_its_lines_gated_by_the_student() -> Non
     assert base.config == {**{k: v for k, v in default["config"].items() if k not in _LATER_DEFAULT},
                            "texture_lines": 0.8}
     assert all(torch.equal(v, default["params_ema"][k]) for k, v in base.state_dict().items())
+    # (and the default's own edge network, in its flattening since the ninth session, is this student)
+    assert all(torch.equal(v, default["params_ema"][f"edges.{k}"]) for k, v in net.edges.state_dict().items())
     with torch.no_grad():
         y = net(x)
         net.edges = _Map(0.0)  # no border seen anywhere: that look without outlines

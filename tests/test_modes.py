@@ -61,6 +61,65 @@ def test_the_mode_filter_flattens_two_noisy_colours_and_keeps_the_border_sharp()
     assert abs(float(d[0, 0].mean(0)[23]) + 0.5) > abs(float(col[23]) + 0.5)
 
 
+def test_the_mode_filter_does_not_merge_colours_across_a_learned_border() -> None:
+    """Two colours 0.15 apart (within the bandwidth: the filter merges them) stay apart where a barrier stands
+    between them; a barrier of zeros is no barrier, bit for bit."""
+    x = torch.zeros(1, 3, 16, 48)
+    x[..., 24:] = 0.15
+    plain = mode_filter(x, 0.2, 5, 2.0)
+    wall = torch.zeros(1, 1, 16, 48)
+    wall[..., 23:25] = 1.0  # the edge map's border, two pixels wide as at 1/4 resolution
+    kept = mode_filter(x, 0.2, 5, 2.0, barrier=wall)
+    step = lambda y: float(y[0, 0, 8, 24] - y[0, 0, 8, 23])  # noqa: E731
+    assert step(plain) < 0.08  # merged: the step melts away ...
+    assert step(kept) == pytest.approx(0.15, abs=1e-6)  # ... unless the border stops it
+    assert torch.allclose(kept[..., :23], x[..., :23], atol=1e-6) and torch.allclose(kept[..., 25:], x[..., 25:], atol=1e-6)
+    assert torch.equal(mode_filter(x, 0.2, 5, 2.0, barrier=torch.zeros_like(wall)), plain)
+    weak = mode_filter(x, 0.2, 5, 2.0, barrier=0.5 * wall)  # a weaker border slows the merging
+    assert step(plain) < step(weak) < step(kept)
+
+
+class _Wall(torch.nn.Module):
+    """A stand-in edge network that sees one border: a vertical line at 1/4 of the way across, x = ``col``."""
+
+    def __init__(self, col: int) -> None:
+        super().__init__()
+        self.col = col
+
+    def borders4(self, x: torch.Tensor, fine: bool = True) -> torch.Tensor:
+        e = torch.zeros(x.shape[0], 1, x.shape[2] // 4, x.shape[3] // 4)
+        e[..., self.col // 4 - 1:self.col // 4 + 1] = 1.0
+        return e
+
+
+def test_a_thin_object_the_edge_network_sees_is_not_merged_away() -> None:
+    """Issue 18, item 4: the flattening respects the learned borders. A thin faint line (a racket's frame, a
+    pole against the sky; 2 px, 0.4 darker than its ground) is merged into the ground by the default's mode
+    filter at 1/4 resolution, but kept where the edge network sees it."""
+    import copy
+
+    net = load_generator("default")
+    plain = copy.deepcopy(net)
+    plain.config = {**net.config, "mode_barrier": 0.0}
+    walled = copy.deepcopy(net)
+    walled.edges = _Wall(240)  # (at 300 lines: the look's reference size, where the window is 2 px at 1/4 res)
+    x = torch.full((1, 3, 304, 480), 0.5)
+    x[..., 239:241] = 0.1
+    with torch.no_grad():
+        depth = [float(y[0, 0, 150, 230] - y[0, 0, 150, 238:242].min()) for y in (plain(x), walled(x))]
+    assert depth[0] < 0.02 and depth[1] > 0.1
+
+
+def test_the_default_has_the_student_inside_its_flattening() -> None:
+    """The shipped default (since 2026-12-03, ninth session) carries the HED student of ``clean``, weights
+    unchanged, as the barrier of its mode filter."""
+    from vidtoon.networks.edges import EdgeStudent
+
+    net, clean = load_generator("default"), load_generator("clean")
+    assert net.config["mode_barrier"] == 1.0 and isinstance(net.edges, EdgeStudent) and net.pad.multiple == 16
+    assert all(torch.equal(v, clean.edges.state_dict()[k]) for k, v in net.edges.state_dict().items())
+
+
 def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
     assert float(frame_scale(torch.zeros(1, 3, 300, 500))) == pytest.approx(1.0)
     assert float(frame_scale(torch.zeros(1, 3, 1280, 720))) == pytest.approx(2.4)
