@@ -120,6 +120,42 @@ def test_the_default_has_the_student_inside_its_flattening() -> None:
     assert all(torch.equal(v, clean.edges.state_dict()[k]) for k, v in net.edges.state_dict().items())
 
 
+def test_large_frames_show_the_edge_network_a_half_size_frame_and_the_graph_reads_the_band(tmp_path: Path,
+                                                                                             monkeypatch) -> None:
+    """``barrier_half`` (the default's): below 660 lines the barrier is the edge network's on the frame itself,
+    bit for bit as without the option; from 660 lines up it is the network's on the frame at half size (a
+    quarter of the work at 720p). An exported graph reads the band from its input's shape."""
+    import copy
+
+    ort = pytest.importorskip("onnxruntime")
+    from vidtoon.engines.onnx_export import export_onnx
+    from vidtoon.networks.edges import EdgeStudent
+
+    net = load_generator("default")
+    assert net.config["barrier_half"]
+    full = copy.deepcopy(net)
+    full.config = {k: v for k, v in net.config.items() if k != "barrier_half"}
+    calls: list[str] = []
+    for name in ("borders4", "borders_half"):
+        orig = getattr(EdgeStudent, name)
+        monkeypatch.setattr(EdgeStudent, name, lambda self, *a, _o=orig, _n=name: calls.append(_n) or _o(self, *a))
+    small, large = _lines_frame(659, 661), _lines_frame(660, 667)
+    with torch.no_grad():
+        assert torch.equal(net(small), full(small)) and calls == ["borders4", "borders4"]
+        calls.clear()
+        y, y_full = net(large), full(large)
+    assert calls == ["borders_half", "borders4"] and not torch.equal(y, y_full)
+    monkeypatch.undo()
+    export_onnx(net, tmp_path / "d.onnx", verify=False)
+    session = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    for x in (small, large):
+        with torch.no_grad():
+            ref = net(x).numpy()
+        # (ONNX Runtime's convolutions differ from PyTorch's by ~1e-7; through the barrier a few pixels of
+        # this busy frame move by up to 1.2e-3, with or without the option; an outline pixel flipped would be > 0.1)
+        assert np.abs(session.run(None, {"input": x.numpy()})[0] - ref).max() <= 1e-2
+
+
 def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
     assert float(frame_scale(torch.zeros(1, 3, 300, 500))) == pytest.approx(1.0)
     assert float(frame_scale(torch.zeros(1, 3, 1280, 720))) == pytest.approx(2.4)

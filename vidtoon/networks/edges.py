@@ -87,6 +87,15 @@ class EdgeStudent(nn.Module):
             return torch.sigmoid(self._coarse(x)[1][-1])
         return F.max_pool2d(torch.sigmoid(self.logits(x)[-1]), 2)
 
+    def borders_half(self, x: torch.Tensor) -> torch.Tensor:
+        """The edge probability at 1/4 resolution of ``x`` (sides divisible by 16), N x 1 x H/4 x W/4, from
+        the network run on ``x`` at half size: its 1/2-resolution map is then at 1/4 of ``x``, for a quarter
+        of the work (and large frames are seen at about the scale the student was distilled at, 640 px)."""
+        half = F.avg_pool2d(x, 2)
+        h, w = half.shape[-2:]
+        half = F.pad(half, (0, (-w) % 16, 0, (-h) % 16), mode="replicate")
+        return torch.sigmoid(self.logits(half)[-1])[..., : h // 2, : w // 2]
+
     def nearby(self, x: torch.Tensor) -> torch.Tensor:
         """The largest edge probability within ~2 px of each pixel, N x 1 x H x W: a 3 x 3 maximum of the
         1/2-resolution map, resized bilinearly (a 5 x 5 maximum at full resolution cost 3/4 as much as the

@@ -46,6 +46,7 @@ from vidtoon.networks.controls import LookControls
 from vidtoon.networks.edges import EdgeStudent
 from vidtoon.networks.fast import add_feature_layers, features
 from vidtoon.networks.lines import canny_lines
+from vidtoon.networks.barrier import learned_borders
 from vidtoon.networks.modes import flat_outlines, frame_scale, mode_filter
 from vidtoon.networks.padding import PadToMultiple
 from vidtoon.networks.strokes import strokes
@@ -129,7 +130,7 @@ class ToonGenerator(LookControls, nn.Module):
                  line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
                  seed_ramp: float = 0.0, line_subpixel: bool = False, focus_low: float = 0.0,
                  focus_high: float = 0.0, mode_barrier: float = 0.0, barrier_low: float = 0.3,
-                 barrier_high: float = 0.7, barrier_fine: bool = True) -> None:
+                 barrier_high: float = 0.7, barrier_fine: bool = True, barrier_half: bool = False) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -156,6 +157,8 @@ class ToonGenerator(LookControls, nn.Module):
             if mode_barrier > 0.0:  # ... not merging colours across the borders a learned edge map sees
                 self.config.update({"mode_barrier": mode_barrier, "barrier_low": barrier_low,
                                     "barrier_high": barrier_high, "barrier_fine": barrier_fine})
+                if barrier_half:
+                    self.config["barrier_half"] = True
                 self.edges = EdgeStudent()
         if lines == "flat":
             # Canny lines of the flattened image (region borders), ``line_gain`` darker, wider in large frames
@@ -301,15 +304,13 @@ class ToonGenerator(LookControls, nn.Module):
             return self.edges(exact)
         return None
 
-    def _borders(self, exact: torch.Tensor) -> torch.Tensor | None:
-        """The mode filter's barrier (N x 1 x H/4 x W/4 in [0, 1], or None without ``mode_barrier``): the object
-        borders the edge network sees in the padded frame ``exact`` (float32 on its exact levels), soft or thin
-        ones too, its 1/4-resolution map ramped from ``barrier_low`` to ``barrier_high``; ``barrier_fine``:
-        from the map's 1/2-resolution refinement (else its 1/4-resolution fusion, 2/3 cheaper)."""
+    def _borders(self, exact: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        """The mode filter's barrier from the edge network (networks/barrier.py), or None without ``mode_barrier``."""
         cfg = self.config
         if not cfg.get("mode_barrier", 0.0):
             return None
-        e = self.edges.borders4(exact, bool(cfg.get("barrier_fine", True)))
+        e = learned_borders(self.edges, exact, scale, bool(cfg.get("barrier_fine", True)),
+                            bool(cfg.get("barrier_half", False)))
         lo, hi = cfg["barrier_low"], cfg["barrier_high"]
         return ((e - lo) * (1.0 / (hi - lo))).clamp(0.0, 1.0) * cfg["mode_barrier"]
 
@@ -345,7 +346,7 @@ class ToonGenerator(LookControls, nn.Module):
         luma = torch.tensor(LUMA, device=mean4.device).view(1, 3, 1, 1) if modes else self.luma  # (not rounded)
         if modes:
             flat = mode_filter(low, f32(self.log_sigma).exp(), cfg["iters"], cfg["spread"] * scale,
-                               barrier=self._borders(exact))
+                               barrier=self._borders(exact, scale))
         else:
             flat = diffuse(low, guide, self.log_sigma.exp(), cfg["iters"], barrier)
         flat = low + s * (flat - low)                             # flattening
