@@ -42,11 +42,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidtoon.networks.abstraction import box3, diffuse, guided_coefficients
+from vidtoon.networks.barrier import learned_borders
 from vidtoon.networks.controls import LookControls
 from vidtoon.networks.edges import EdgeStudent
 from vidtoon.networks.fast import add_feature_layers, features
 from vidtoon.networks.lines import canny_lines
-from vidtoon.networks.barrier import learned_borders
 from vidtoon.networks.modes import flat_outlines, frame_scale, mode_filter
 from vidtoon.networks.padding import PadToMultiple
 from vidtoon.networks.strokes import strokes
