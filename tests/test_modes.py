@@ -118,6 +118,13 @@ def test_the_default_has_the_student_inside_its_flattening() -> None:
     net, clean = load_generator("default"), load_generator("clean")
     assert net.config["mode_barrier"] == 1.0 and isinstance(net.edges, EdgeStudent) and net.pad.multiple == 16
     assert all(torch.equal(v, clean.edges.state_dict()[k]) for k, v in net.edges.state_dict().items())
+    # made fp16 (an fp16 export, a GPU engine), the rest of the network is fp16 and the edge network keeps its
+    # exact float32 weights (cast and back they lost digits: its map moved, outline pixels flipped)
+    import copy
+
+    half = copy.deepcopy(net).half()
+    assert half.log_sigma.dtype == torch.float16 and half.edges.stem.weight.dtype == torch.float32
+    assert all(torch.equal(v, net.edges.state_dict()[k]) for k, v in half.edges.state_dict().items())
 
 
 def test_large_frames_show_the_edge_network_a_half_size_frame_and_the_graph_reads_the_band(tmp_path: Path,

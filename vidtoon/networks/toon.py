@@ -207,14 +207,15 @@ class ToonGenerator(LookControls, nn.Module):
         # the edge network stays float32 when the generator is made fp16 (``.half()``, an fp16 ONNX export):
         # it reads the frame's exact levels in float32 (frame_float32) and its map gates or draws the lines and
         # steers the mode filter, so an fp16 graph draws float32's lines; it is a small part of the work. It
-        # only follows the device: cast to fp16 and back, its weights lost digits, and the barrier's map moved
-        # enough to flip outline pixels (0.16 on photo-like frames)
+        # takes every change but its dtype's (device, memory format): cast to fp16 and back, its weights lost
+        # digits, and the barrier's map moved enough to flip outline pixels (0.16 on photo-like frames)
+        def same_dtype(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            return out if out.dtype == t.dtype else t.to(device=out.device)
+
         if recurse:
             for name, child in self.named_children():
-                if name == "edges":
-                    child.to(device=fn(torch.zeros(0)).device, dtype=torch.float32)
-                else:
-                    child._apply(fn)
+                child._apply(same_dtype if name == "edges" else fn)
         return super()._apply(fn, recurse=False)
 
     @staticmethod
