@@ -187,7 +187,7 @@ class _Map(torch.nn.Module):
 
 
 #: what the default's flattening gained from the edge network (2026-12-03, ninth session)
-_BARRIER_KEYS = ("mode_barrier", "barrier_low", "barrier_high", "barrier_fine", "barrier_half")
+_BARRIER_KEYS = ("mode_barrier", "barrier_low", "barrier_high", "barrier_half")
 
 
 def _default_without_barrier() -> tuple[dict, torch.nn.Module]:

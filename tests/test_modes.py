@@ -86,7 +86,7 @@ class _Wall(torch.nn.Module):
         super().__init__()
         self.col = col
 
-    def borders4(self, x: torch.Tensor, fine: bool = True) -> torch.Tensor:
+    def borders4(self, x: torch.Tensor) -> torch.Tensor:
         e = torch.zeros(x.shape[0], 1, x.shape[2] // 4, x.shape[3] // 4)
         e[..., self.col // 4 - 1:self.col // 4 + 1] = 1.0
         return e

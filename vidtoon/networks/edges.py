@@ -56,19 +56,15 @@ class EdgeStudent(nn.Module):
         nn.init.zeros_(self.fine_out.weight)
         nn.init.zeros_(self.fine_out.bias)
 
-    def _coarse(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The 1/4-resolution features and the side logits at 1/4, 1/8, 1/16 and their fusion at 1/4."""
+    def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Side logits at 1/4, 1/8, 1/16 and the final logit at 1/2 resolution (deep supervision)."""
         f4 = self.b4(F.relu(self.stem(F.pixel_unshuffle(x, 4))))
         f8 = self.b8(F.relu(self.down8(F.pixel_unshuffle(f4, 2))))
         f16 = self.b16(F.relu(self.down16(F.pixel_unshuffle(f8, 2))))
         f8 = f8 + _up(self.up16(f16))
         f4 = f4 + _up(self.up8(F.relu(f8)))
         s4, s8, s16 = (conv(f) for conv, f in zip(self.side, (f4, f8, f16)))
-        return f4, [s4, s8, s16, s4 + _up(s8) + _up(_up(s16))]
-
-    def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Side logits at 1/4, 1/8, 1/16 and the final logit at 1/2 resolution (deep supervision)."""
-        f4, (s4, s8, s16, coarse) = self._coarse(x)
+        coarse = s4 + _up(s8) + _up(_up(s16))                     # the fused logit at 1/4
         g = F.relu(self.fine_in(F.pixel_unshuffle(x, 2)) + _up(self.to_fine(F.relu(f4))))
         fine = _up(coarse) + self.fine_out(F.relu(self.fine_dw(g)))
         return [s4, s8, s16, fine]
@@ -78,13 +74,9 @@ class EdgeStudent(nn.Module):
         logit = self.logits(x)[-1]
         return torch.sigmoid(F.interpolate(logit, size=x.shape[-2:], mode="bilinear", align_corners=False))
 
-    def borders4(self, x: torch.Tensor, fine: bool = True) -> torch.Tensor:
+    def borders4(self, x: torch.Tensor) -> torch.Tensor:
         """The edge probability at 1/4 resolution, N x 1 x H/4 x W/4 (the mode filter's barrier): the largest
-        of each 2 x 2 block of the 1/2-resolution map, so a thin border survives the halving, or with
-        ``fine=False`` the fused 1/4-resolution logit's, without the 1/2-resolution refinement (2/3 of the
-        network's time at 720p)."""
-        if not fine:
-            return torch.sigmoid(self._coarse(x)[1][-1])
+        of each 2 x 2 block of the 1/2-resolution map, so a thin border survives the halving."""
         return F.max_pool2d(torch.sigmoid(self.logits(x)[-1]), 2)
 
     def borders_half(self, x: torch.Tensor) -> torch.Tensor:

@@ -130,7 +130,7 @@ class ToonGenerator(LookControls, nn.Module):
                  line_gain: float = 1.0, gate_low: float = 0.0, gate_high: float = 0.0, gate_floor: float = 0.0,
                  seed_ramp: float = 0.0, line_subpixel: bool = False, focus_low: float = 0.0,
                  focus_high: float = 0.0, mode_barrier: float = 0.0, barrier_low: float = 0.3,
-                 barrier_high: float = 0.7, barrier_fine: bool = True, barrier_half: bool = False) -> None:
+                 barrier_high: float = 0.7, barrier_half: bool = False) -> None:
         super().__init__()
         if lines not in ("gradient", "canny", "student", "flat"):
             raise ValueError(f"lines must be 'gradient', 'canny', 'student' or 'flat', got {lines!r}")
@@ -156,7 +156,7 @@ class ToonGenerator(LookControls, nn.Module):
             self.config.update({"flatten": "modes", "spread": spread})
             if mode_barrier > 0.0:  # ... not merging colours across the borders a learned edge map sees
                 self.config.update({"mode_barrier": mode_barrier, "barrier_low": barrier_low,
-                                    "barrier_high": barrier_high, "barrier_fine": barrier_fine})
+                                    "barrier_high": barrier_high})
                 if barrier_half:
                     self.config["barrier_half"] = True
                 self.edges = EdgeStudent()
@@ -310,8 +310,7 @@ class ToonGenerator(LookControls, nn.Module):
         cfg = self.config
         if not cfg.get("mode_barrier", 0.0):
             return None
-        e = learned_borders(self.edges, exact, scale, bool(cfg.get("barrier_fine", True)),
-                            bool(cfg.get("barrier_half", False)))
+        e = learned_borders(self.edges, exact, scale, bool(cfg.get("barrier_half", False)))
         lo, hi = cfg["barrier_low"], cfg["barrier_high"]
         return ((e - lo) * (1.0 / (hi - lo))).clamp(0.0, 1.0) * cfg["mode_barrier"]
 
