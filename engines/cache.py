@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 #: bump when the export wrapper or the file layout changes, so old cached files are not picked up
-CACHE_VERSION = 6  # 2: grouped stencils in the fast generator's export; 3: its edge-aware block in fp32 in fp16 graphs;
+CACHE_VERSION = 7  # 2: grouped stencils in the fast generator's export; 3: its edge-aware block in fp32 in fp16 graphs;
 # 4: the look controls as graph inputs, export without the exporter's rewriter; 5: the modes look's outlines traced
 # only at the resolutions each frame size uses (the same output, faster: graphs exported before would be reused); 6: its
-# in-between sizes without the extra copies of 5
+# in-between sizes without the extra copies of 5; 7: the frame's size read without copying the frame, the edge student's
+# folds as strided convolutions, the focus gate's shared blurs (the same output, faster)
 
 #: ONNX metadata key of an aligned graph (vidtoon.engines.onnx_export.export_onnx): the multiple its height and width
 #: must be; the ONNX Runtime engine pads frames to it

@@ -163,6 +163,39 @@ def test_large_frames_show_the_edge_network_a_half_size_frame_and_the_graph_read
         assert np.abs(session.run(None, {"input": x.numpy()})[0] - ref).max() <= 1e-2
 
 
+def test_the_frame_size_is_read_in_the_graph_without_copying_the_frame(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    class Scale(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return frame_scale(x)
+
+    path = tmp_path / "scale.onnx"
+    torch.onnx.export(Scale(), (torch.zeros(1, 3, 40, 64),), str(path), input_names=["x"], dynamo=False,
+                      dynamic_axes={"x": {2: "h", 3: "w"}})
+    # integer indexing (x[0, 0, :, 0]) exported as Gathers that copied the whole frame first; slices
+    # read a column and a row
+    nodes = onnx.load(str(path)).graph.node
+    assert not any(n.op_type == "Gather" and "x" in n.input for n in nodes)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert float(session.run(None, {"x": np.zeros((1, 3, 720, 1280), np.float32)})[0]) == pytest.approx(2.4)
+
+
+def test_the_focus_gate_shares_its_blurs_and_gives_what_it_did() -> None:
+    from vidtoon.networks.lines import _blur3
+    from vidtoon.networks.modes import _colour_gradient
+
+    photo = torch.rand(1, 3, 48, 64) * 2 - 1
+    soft = photo
+    for _ in range(4):
+        soft = _blur3(soft)  # the gate as first written: the soft gradient from four blurs of the photo
+    ratio = (F.max_pool2d(_colour_gradient(photo)[0], 5, 1, 2)
+             / (F.max_pool2d(_colour_gradient(soft)[0], 5, 1, 2) + 1e-3))
+    before = ((ratio - 1.2) / 0.4).clamp(0.0, 1.0)
+    assert torch.allclose(focus_gate(photo, 1.2, 1.6), before, atol=1e-5)
+
+
 def test_the_window_and_the_line_width_grow_with_the_frame() -> None:
     assert float(frame_scale(torch.zeros(1, 3, 300, 500))) == pytest.approx(1.0)
     assert float(frame_scale(torch.zeros(1, 3, 1280, 720))) == pytest.approx(2.4)

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidtoon.networks.fast import UnshuffleConv
+
 
 class _DSBlock(nn.Module):
     """Residual depthwise-separable block: x + pw(relu(dw(x)))."""
@@ -40,17 +42,17 @@ class EdgeStudent(nn.Module):
     def __init__(self, width: int = 16, width_low: int = 32, fine: int = 8) -> None:
         super().__init__()
         self.config = {"width": width, "width_low": width_low, "fine": fine}
-        self.stem = nn.Conv2d(48, width, 1)                        # 4x4 patch -> features at 1/4
+        self.stem = UnshuffleConv(3, width, 4)                     # 4x4 patch -> features at 1/4
         self.b4 = nn.Sequential(_DSBlock(width), _DSBlock(width))
-        self.down8 = nn.Conv2d(width * 4, width_low, 1)           # 2x2 unshuffled -> 1/8
+        self.down8 = UnshuffleConv(width, width_low, 2)           # 2x2 unshuffled -> 1/8
         self.b8 = nn.Sequential(_DSBlock(width_low), _DSBlock(width_low, 2))
-        self.down16 = nn.Conv2d(width_low * 4, width_low, 1)      # -> 1/16
+        self.down16 = UnshuffleConv(width_low, width_low, 2)      # -> 1/16
         self.b16 = nn.Sequential(_DSBlock(width_low), _DSBlock(width_low, 2), _DSBlock(width_low, 4))
         self.up16 = nn.Conv2d(width_low, width_low, 1)
         self.up8 = nn.Conv2d(width_low, width, 1)
         self.side = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in (width, width_low, width_low))
         self.to_fine = nn.Conv2d(width, fine, 1)
-        self.fine_in = nn.Conv2d(12, fine, 1)                      # 2x2 unshuffled photo at 1/2
+        self.fine_in = UnshuffleConv(3, fine, 2)                   # 2x2 unshuffled photo at 1/2
         self.fine_dw = nn.Conv2d(fine, fine, 3, padding=1, groups=fine)
         self.fine_out = nn.Conv2d(fine, 1, 1)
         nn.init.zeros_(self.fine_out.weight)
@@ -58,14 +60,14 @@ class EdgeStudent(nn.Module):
 
     def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Side logits at 1/4, 1/8, 1/16 and the final logit at 1/2 resolution (deep supervision)."""
-        f4 = self.b4(F.relu(self.stem(F.pixel_unshuffle(x, 4))))
-        f8 = self.b8(F.relu(self.down8(F.pixel_unshuffle(f4, 2))))
-        f16 = self.b16(F.relu(self.down16(F.pixel_unshuffle(f8, 2))))
+        f4 = self.b4(F.relu(self.stem(x)))
+        f8 = self.b8(F.relu(self.down8(f4)))
+        f16 = self.b16(F.relu(self.down16(f8)))
         f8 = f8 + _up(self.up16(f16))
         f4 = f4 + _up(self.up8(F.relu(f8)))
         s4, s8, s16 = (conv(f) for conv, f in zip(self.side, (f4, f8, f16)))
         coarse = s4 + _up(s8) + _up(_up(s16))                     # the fused logit at 1/4
-        g = F.relu(self.fine_in(F.pixel_unshuffle(x, 2)) + _up(self.to_fine(F.relu(f4))))
+        g = F.relu(self.fine_in(x) + _up(self.to_fine(F.relu(f4))))
         fine = _up(coarse) + self.fine_out(F.relu(self.fine_dw(g)))
         return [s4, s8, s16, fine]
 

@@ -42,8 +42,8 @@ def add_feature_layers(net: nn.Module, in_channels: int, width: int, width_low: 
     """Give ``net`` the feature network both generators share: ``enc`` (to 1/4 resolution), ``down`` (1/8),
     ``body`` (residual blocks at 1/8), ``up`` and ``dec`` (back to 1/4 with a U-Net skip); see
     :func:`features`. Attribute names are the checkpoints' keys."""
-    net.enc = nn.Sequential(_UnshuffleConv(in_channels, width, 4), nn.ReLU(inplace=True), _DWRes(width))
-    net.down = nn.Sequential(_UnshuffleConv(width, width_low, 2), nn.ReLU(inplace=True))
+    net.enc = nn.Sequential(UnshuffleConv(in_channels, width, 4), nn.ReLU(inplace=True), _DWRes(width))
+    net.down = nn.Sequential(UnshuffleConv(width, width_low, 2), nn.ReLU(inplace=True))
     net.body = nn.Sequential(*[_DWRes(width_low) for _ in range(n_res)])
     net.up = nn.Conv2d(width_low, width * 4, 1)
     net.dec = nn.Sequential(nn.ReLU(inplace=True), _DWRes(width))
@@ -56,7 +56,7 @@ def features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.dec(f4 + F.pixel_shuffle(net.up(f8), 2))
 
 
-class _UnshuffleConv(nn.Conv2d):
+class UnshuffleConv(nn.Conv2d):
     """``pixel_unshuffle(x, r)`` then a 1x1 convolution, computed as one r x r convolution of stride r.
 
     The same numbers and the same weights (pixel-unshuffle puts input channel c, block position (i, j) at
@@ -195,7 +195,7 @@ class FastGenerator(LookControls, nn.Module):
         xp, size = self.pad.pad(x)
         gray = F.pad(xp.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
         edges = self._edges(gray)
-        f4 = features(self, torch.cat([xp, edges], 1))  # folded 4x losslessly into channels (_UnshuffleConv)
+        f4 = features(self, torch.cat([xp, edges], 1))  # folded 4x losslessly into channels (UnshuffleConv)
         o = F.pixel_shuffle(self.out(f4), 4)
         ink_logit = o[:, 1:2]
         if self.ink_refine is not None:

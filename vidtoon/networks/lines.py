@@ -67,7 +67,12 @@ def canny_lines(gray: torch.Tensor, low: float, high: float, steps: int,
 def gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Central differences (x, y) of ``img`` (N x C x H x W) after two :func:`_blur3` passes, scaled by
     :data:`GRADIENT_SCALE` (a step answers as in OpenCV's Canny after a Gaussian blur of sigma 1)."""
-    b = _blur3(_blur3(img))
+    return differences(_blur3(_blur3(img)))
+
+
+def differences(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The central differences (x, y) of an image ``b`` that :func:`gradients` has already blurred, scaled
+    by :data:`GRADIENT_SCALE` (borders replicated)."""
     h, w = b.shape[-2:]
     bp = F.pad(b, (1, 1, 1, 1), mode="replicate")
     gx = (bp[..., 1:1 + h, 2:2 + w] - bp[..., 1:1 + h, 0:w]) * GRADIENT_SCALE
