@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort  # missing: engines/__init__.py answers "pip install 'vidtoon[onnx]'"
 
-from vidtoon.engines.base import Engine, check_batch
+from vidtoon.engines.base import Engine, Pending, check_batch
 from vidtoon.engines.cache import MULTIPLE_KEY
 from vidtoon.errors import VidtoonError
 
@@ -93,10 +94,12 @@ class OnnxRuntimeEngine(Engine):
     """
 
     name = "onnxruntime"
-    #: frames per ``infer`` call the pipeline should use. On a CPU: one per core (set in __init__), run side
-    #: by side in single-threaded sessions (see :meth:`infer`); batching frames into one tensor costs speed
-    #: (measured at 720p, fast generator, 2 cores: 85 ms/frame at batch 1, 96-100 at batch 4: the
-    #: full-resolution tensors of a batch no longer fit the caches). On a GPU a batch fills the device.
+    #: frames per ``infer`` call the pipeline should use. On a CPU: two per core (set in __init__), run side
+    #: by side in single-threaded sessions, one frame per run (see :meth:`submit`); batching frames into one
+    #: tensor costs speed (measured at 720p, fast generator, 2 cores: 85 ms/frame at batch 1, 96-100 at batch
+    #: 4: the full-resolution tensors of a batch no longer fit the caches). Two per core rather than one: the
+    #: pipeline's work between batches then comes half as often (whole 720p convert, 2 cores: 12.8 vs 11.9
+    #: fps; 8 per batch: 13.0). On a GPU a batch fills the device.
     preferred_batch_size = 1
 
     def __init__(
@@ -122,7 +125,7 @@ class OnnxRuntimeEngine(Engine):
             self.preferred_batch_size = 4
         else:
             providers = ["CPUExecutionProvider"]
-            self.preferred_batch_size = self.threads
+            self.preferred_batch_size = 2 * self.threads if self.threads > 1 else 1
         self._providers = providers
         self._cuda = cuda
         #: the size multiple the generator pads to (8 for the fast one, 4 for the paper one; 8 when unknown)
@@ -161,6 +164,11 @@ class OnnxRuntimeEngine(Engine):
         #: sessions specialised to one input shape, thread count and worker slot, most recent last
         self._shaped: dict[tuple[tuple[int, ...], int, int], ort.InferenceSession] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()  # each pool worker's session slot
+        self._workers = 0
+        if not cuda and self.threads > 1:
+            self.in_flight = 2
         self.device = device if cuda else f"cpu ({self.threads} thread{'s' if self.threads > 1 else ''})"
 
     def _session_for(self, shape: tuple[int, ...], threads: int | None = None, slot: int = 0) -> ort.InferenceSession:
@@ -176,16 +184,17 @@ class OnnxRuntimeEngine(Engine):
             return self.session
         threads = threads or self.threads
         key = (shape, threads, slot)
-        session = self._shaped.pop(key, None)
-        if session is None:
-            opts = session_options(threads)
-            for name, value in zip(self._dims, shape):
-                if isinstance(name, str):
-                    opts.add_free_dimension_override_by_name(name, int(value))
-            session = ort.InferenceSession(str(self.onnx_path), opts, providers=self._providers)
-            while len(self._shaped) >= 2 * (self.threads + 1):
-                self._shaped.pop(next(iter(self._shaped)))
-        self._shaped[key] = session
+        with self._lock:  # (pool workers ask for their sessions at the same time)
+            session = self._shaped.pop(key, None)
+            if session is None:
+                opts = session_options(threads)
+                for name, value in zip(self._dims, shape):
+                    if isinstance(name, str):
+                        opts.add_free_dimension_override_by_name(name, int(value))
+                session = ort.InferenceSession(str(self.onnx_path), opts, providers=self._providers)
+                while len(self._shaped) >= 2 * (self.threads + 1):
+                    self._shaped.pop(next(iter(self._shaped)))
+            self._shaped[key] = session
         return session
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
@@ -200,27 +209,47 @@ class OnnxRuntimeEngine(Engine):
         A single frame (live preview, images) and frames above :data:`SIDE_BY_SIDE_MAX_PIXELS` still get all
         threads, one frame after the other.
         """
+        return self.submit(frames)()
+
+    def submit(self, frames: np.ndarray) -> Pending:
+        """Start stylizing a batch; returns the call that waits for it (see :meth:`Engine.submit`).
+
+        Frames run side by side (see :meth:`infer`) from one queue: each worker takes the next frame as soon
+        as it is free, and the pipeline submits the next batch before it collects this one
+        (:attr:`in_flight` 2), so no worker waits for its partner to finish a batch, nor for the pipeline
+        to hand over the next one. Otherwise the frames run at once, here.
+        """
         check_batch(frames)
         n, h, w, _ = frames.shape
-        if self._cuda or self.threads == 1:
-            return self._run(frames, self._session_for)
-        if n == 1 or h * w > SIDE_BY_SIDE_MAX_PIXELS:
-            out = np.empty_like(frames)
-            for i in range(n):
-                out[i] = self._run(frames[i : i + 1], self._session_for)[0]
-            return out
-        workers = min(n, self.threads)
+        if self._cuda or self.threads == 1 or n == 1 or h * w > SIDE_BY_SIDE_MAX_PIXELS:
+            if self._cuda or self.threads == 1:
+                out = self._run(frames, self._session_for)
+            else:
+                out = np.empty_like(frames)
+                for i in range(n):
+                    out[i] = self._run(frames[i : i + 1], self._session_for)[0]
+            return lambda: out
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vidtoon-ort")
-        out = np.empty_like(frames)
+        jobs = [self._pool.submit(self._run, frames[i : i + 1], self._worker_session) for i in range(n)]
 
-        def work(slot: int) -> None:
-            session_for = lambda shape: self._session_for(shape, threads=1, slot=slot)  # noqa: E731
-            for i in range(slot, n, workers):
-                out[i] = self._run(frames[i : i + 1], session_for)[0]
+        def result() -> np.ndarray:
+            out = np.empty_like(frames)
+            for i, job in enumerate(jobs):
+                out[i] = job.result()[0]  # re-raises a worker's exception here
+            return out
 
-        list(self._pool.map(work, range(workers)))  # list(): re-raises a worker's exception here
-        return out
+        return result
+
+    def _worker_session(self, shape: tuple[int, ...]) -> ort.InferenceSession:
+        """The single-threaded session of the calling pool worker (each worker has its own: sessions are
+        not shared between frames run at the same time)."""
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            with self._lock:
+                slot = self._local.slot = self._workers
+                self._workers += 1
+        return self._session_for(shape, threads=1, slot=slot)
 
     def _run(self, frames: np.ndarray, session_for: Callable[[tuple[int, ...]], ort.InferenceSession]) -> np.ndarray:
         """Pre-process, run one session from ``session_for(input shape)``, post-process."""
