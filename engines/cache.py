@@ -19,7 +19,8 @@ CACHE_VERSION = 7  # 2: grouped stencils in the fast generator's export; 3: its 
 # 4: the look controls as graph inputs, export without the exporter's rewriter; 5: the modes look's outlines traced
 # only at the resolutions each frame size uses (the same output, faster: graphs exported before would be reused); 6: its
 # in-between sizes without the extra copies of 5; 7: the frame's size read without copying the frame, the edge student's
-# folds as strided convolutions, the focus gate's shared blurs (the same output, faster)
+# folds as strided convolutions, the focus gate's shared blurs, the mode filter's distances summed channel by channel
+# (the same output, faster)
 
 #: ONNX metadata key of an aligned graph (vidtoon.engines.onnx_export.export_onnx): the multiple its height and width
 #: must be; the ONNX Runtime engine pads frames to it
