@@ -15,6 +15,7 @@ memory-flatness check: convert a 1-minute and a 5-minute 360p clip and compare p
 
     python bench/bench_convert.py                        # a few minutes on a 2-core CPU
     python bench/bench_convert.py --sizes 720 --seconds 2 --no-paper
+    python bench/bench_convert.py --sizes 720 --no-paper --pairs 4   # + convert / naive, back to back
     python bench/bench_convert.py --write bench/RESULTS.md
 
 The fast generator is the shipped default model (its architecture is what users run; ``--model random``
@@ -27,6 +28,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -102,6 +104,7 @@ class Row:
     naive: float = float("nan")
     rss: dict[str, float] = field(default_factory=dict)
     stabilized: float = float("nan")  # convert as users run it: the flicker stabilizer on (the default)
+    pairs: list[float] = field(default_factory=list)  # convert / naive of back-to-back pairs (--pairs)
 
 
 def make_generator(arch: str, model: str | None) -> torch.nn.Module:
@@ -202,7 +205,28 @@ def bench_size(arch: str, net: torch.nn.Module, src: Path, label: str, engines: 
     row.naive = naive(src, net, tmp, rss)
     row.rss["naive"] = rss.peak
     print(f"  {arch} {label} floor {row.floor:.1f} fps, naive {row.naive:.2f} fps", flush=True)
+    if args.pairs and arch == "fast":
+        row.pairs = paired_ratios(src, net, tmp, args.pairs, (args.convert_engines or engines)[0])
     return row
+
+
+def paired_ratios(src: Path, net: torch.nn.Module, tmp: Path, pairs: int, name: str) -> list[float]:
+    """convert / naive from ``pairs`` back-to-back pairs of runs (the order alternating): on a noisy machine the
+    single runs above, minutes apart, can see different machine speeds."""
+    rss, ratios = PeakRSS(), []
+    with create_engine(name, net, device="cpu") as engine:
+        batch = getattr(engine, "preferred_batch_size", None) or 4
+        run_convert(src, engine, net, tmp, rss, batch)  # warm: the sessions for this size
+        for i in range(pairs):
+            if i % 2:
+                n = naive(src, net, tmp, rss)
+                c, _ = run_convert(src, engine, net, tmp, rss, batch)
+            else:
+                c, _ = run_convert(src, engine, net, tmp, rss, batch)
+                n = naive(src, net, tmp, rss)
+            ratios.append(c / n)
+            print(f"  pair {i + 1}: convert {c:.2f} fps, naive {n:.2f} fps, {c / n:.2f}x", flush=True)
+    return ratios
 
 
 def table(rows: list[Row], engines: list[str]) -> str:
@@ -258,6 +282,8 @@ def main() -> None:
     ap.add_argument("--paper-frames", type=int, default=6, help="frames (at 360p) for the paper generator")
     ap.add_argument("--length-check", nargs=2, type=float, metavar=("MIN1", "MIN2"),
                     help="also compare peak RSS of convert on 360p clips of these lengths in minutes (e.g. 1 5)")
+    ap.add_argument("--pairs", type=int, default=0, help="also time convert (the first --convert-engines) and naive "
+                    "back to back this many times, the order alternating, and print each pair's ratio and the median")
     ap.add_argument("--torch-threads", type=int, help="torch intra-op threads for the torch engine and the naive "
                     "baseline (default: torch's own, all cores; on a loaded machine 1 is faster and fairer)")
     ap.add_argument("--write", type=Path, help="write the results as Markdown to this file")
@@ -283,6 +309,10 @@ def main() -> None:
             rows.append(bench_size("cartoongan", paper, src, "360p", args.engines, args, tmp))
         extra = length_check(fast, tmp, source, args.length_check) if args.length_check else ""
     text = table(rows, args.engines)
+    for r in rows:
+        if r.pairs:
+            text += (f"\n\n{r.generator} {r.size}, convert / naive in {len(r.pairs)} back-to-back pairs: "
+                     f"{', '.join(f'{x:.2f}' for x in r.pairs)} (median {statistics.median(r.pairs):.2f}x)")
     print("\n" + text + ("\n\n" + extra if extra else ""))
     if args.write:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
