@@ -37,6 +37,16 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["VIDTOON_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A cache folder of the test module's own (engine tests that count cached files and sessions)."""
+    folder = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VIDTOON_CACHE_DIR", str(folder))
+    request.addfinalizer(mp.undo)
+    return folder
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``-n N``), give each worker's torch its share of the cores: N workers each running
     torch's default one thread per core would oversubscribe the CPU (and OpenMP threads spin while they wait)."""

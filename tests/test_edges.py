@@ -38,27 +38,6 @@ def test_student_shapes() -> None:
     assert p.shape == (2, 1, 64, 96) and 0 <= float(p.min()) and float(p.max()) <= 1
 
 
-def test_student_folds_pixels_with_strided_convolutions(tmp_path: Path) -> None:
-    import onnx
-    import torch.nn.functional as F
-
-    net = EdgeStudent().eval()
-    for p in net.parameters():
-        p.data.normal_(0, 0.2)
-    x = torch.rand(1, 3, 64, 96) * 2 - 1
-    with torch.no_grad():
-        # the same weights as pixel_unshuffle then a 1x1 convolution (how it was trained and saved) ...
-        folded = lambda conv, t, r: F.conv2d(F.pixel_unshuffle(t, r), conv.weight, conv.bias)  # noqa: E731
-        assert torch.allclose(net.stem(x), folded(net.stem, x, 4), atol=1e-5)
-        assert torch.allclose(net.fine_in(x), folded(net.fine_in, x, 2), atol=1e-5)
-        f4 = net.stem(x)
-        assert torch.allclose(net.down8(f4), folded(net.down8, f4, 2), atol=1e-5)
-        assert net.stem.weight.shape == (16, 48, 1, 1)  # checkpoints load unchanged
-    # ... without the 6-D transposes pixel_unshuffle exports to (5% of the default's time in ONNX Runtime)
-    torch.onnx.export(net, (x,), str(tmp_path / "student.onnx"), dynamo=False)
-    assert not any(n.op_type == "Transpose" for n in onnx.load(str(tmp_path / "student.onnx")).graph.node)
-
-
 def test_student_toon_keeps_size_and_its_new_steps_vanish_at_strength_zero() -> None:
     net = student_generator(read_checkpoint(resolve_model_path("default"))).eval()
     assert net.config["lines"] == "student" and net.config["barrier"] > 0
