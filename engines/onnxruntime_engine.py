@@ -217,7 +217,8 @@ class OnnxRuntimeEngine(Engine):
         Frames run side by side (see :meth:`infer`) from one queue: each worker takes the next frame as soon
         as it is free, and the pipeline submits the next batch before it collects this one
         (:attr:`in_flight` 2), so no worker waits for its partner to finish a batch, nor for the pipeline
-        to hand over the next one. Otherwise the frames run at once, here.
+        to hand over the next one. Otherwise the frames run at once, here. The workers read ``frames`` until
+        the result is collected: the caller leaves it unchanged until then.
         """
         check_batch(frames)
         n, h, w, _ = frames.shape
