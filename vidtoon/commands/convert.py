@@ -65,8 +65,8 @@ class TimeParam(click.ParamType):
 @click.option("--device", default=_D.device, show_default=True, callback=_check_device,
               help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=_D.batch_size,
-              help="Frames per inference call (default: the engine's choice: one per core for ONNX Runtime on "
-                   "the CPU, run side by side; 4 for PyTorch on the CPU, 8 on a GPU).")
+              help="Frames per inference call (default: the engine's choice: two per core for ONNX Runtime on "
+                   "the CPU, run side by side, one per core at a time; 4 for PyTorch on the CPU, 8 on a GPU).")
 @click.option("--max-side", type=click.IntRange(min=16), default=_D.max_side,
               help="Downscale so the longer side is at most this many pixels (default: keep the size).")
 @click.option("--crf", type=click.IntRange(0, 63), default=_D.crf, show_default=True,
