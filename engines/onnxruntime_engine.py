@@ -222,13 +222,13 @@ class OnnxRuntimeEngine(Engine):
         """
         check_batch(frames)
         n, h, w, _ = frames.shape
-        if self._cuda or self.threads == 1 or n == 1 or h * w > SIDE_BY_SIDE_MAX_PIXELS:
-            if self._cuda or self.threads == 1:
-                out = self._run(frames, self._session_for)
-            else:
-                out = np.empty_like(frames)
-                for i in range(n):
-                    out[i] = self._run(frames[i : i + 1], self._session_for)[0]
+        if self._cuda or self.threads == 1:
+            out = self._run(frames, self._session_for)
+            return lambda: out
+        if n == 1 or h * w > SIDE_BY_SIDE_MAX_PIXELS:
+            out = np.empty_like(frames)
+            for i in range(n):
+                out[i] = self._run(frames[i : i + 1], self._session_for)[0]
             return lambda: out
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vidtoon-ort")

@@ -86,7 +86,6 @@ def test_the_mode_filter_computes_its_formula_without_reductions_in_the_graph(tm
 
 def test_student_folds_pixels_with_strided_convolutions(tmp_path: Path) -> None:
     import onnx
-    import torch.nn.functional as F
 
     net = EdgeStudent().eval()
     for p in net.parameters():

@@ -76,18 +76,23 @@ def mode_filter(v: torch.Tensor, bandwidth: torch.Tensor | float, iters: int, sp
             norm = torch.ones_like(v[:, :1])
             for d in reach:
                 q = vp[..., :, m + d:m + d + w] if along_x else vp[..., m + d:m + d + h, :]
-                e = q - v
-                e = e * e
-                # the squared distance channel by channel: ONNX Runtime's ReduceSum over the channels and
-                # Pow were a quarter of the filter's time there (the same sum, in the same order)
-                dist = e[:, 0:1]
-                for c in range(1, v.shape[1]):
-                    dist = dist + e[:, c : c + 1]
-                k = weight[along_x, d] * torch.exp(inv * dist)
+                k = weight[along_x, d] * torch.exp(inv * _squared_norm(q - v))
                 acc = acc + k * q
                 norm = norm + k
             v = acc / norm
     return v
+
+
+def _squared_norm(t: torch.Tensor) -> torch.Tensor:
+    """The sum over the channels of ``t`` squared (N x 1 x H x W), written out channel by channel, not as a
+    reduction: ONNX Runtime's ReduceSum (and Pow) were a quarter of the mode filter's time there, and it sums
+    a reduction in another order than PyTorch, which broke the tie tests of the outlines (a sharp step has
+    two equal gradient pixels)."""
+    t = t * t
+    out = t[:, 0:1]
+    for c in range(1, t.shape[1]):
+        out = out + t[:, c : c + 1]
+    return out
 
 
 def _barrier_gates(barrier: torch.Tensor, reach: list[int], m: int) -> dict[tuple[bool, int], torch.Tensor]:
@@ -198,10 +203,7 @@ def _colour_gradient(img: torch.Tensor, blurred: bool = False) -> tuple[torch.Te
     squared x and y parts; ``blurred``: ``img`` already has the two box blurs of
     :func:`~vidtoon.networks.lines.gradients`."""
     gx, gy = differences(img) if blurred else gradients(img)
-    # channel by channel, not a reduction: whether a pixel is a line is a tie test (a sharp step has two
-    # equal gradient pixels), and ONNX Runtime sums a reduction in another order, breaking ties otherwise
-    sx = gx[:, 0:1] * gx[:, 0:1] + gx[:, 1:2] * gx[:, 1:2] + gx[:, 2:3] * gx[:, 2:3]
-    sy = gy[:, 0:1] * gy[:, 0:1] + gy[:, 1:2] * gy[:, 1:2] + gy[:, 2:3] * gy[:, 2:3]
+    sx, sy = _squared_norm(gx), _squared_norm(gy)
     return torch.sqrt((sx + sy) * (1.0 / 3.0) + 1e-12), sx, sy
 
 
