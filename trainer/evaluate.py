@@ -12,7 +12,12 @@ Compared: the photos themselves (identity), the classic OpenCV cartoon filter (t
 adaptive-threshold edges), cv2.stylization, mean shift + Canny outlines (the first default model's surface
 target), the toon target (the teacher of `--target toon` training), and the model(s).
 
-Usage: ``python -m vidtoon.trainer.evaluate --photos DIR --cartoons DIR --holdout 0.2 --model m.pt [--model ...]``
+With ``--reference MODEL``, each method's KID difference to that model's, with a paired-bootstrap interval
+over the photos and cartoons: 40 held-out photos give KID a spread of several points, so "no worse than" is
+read from the interval, not from the two means.
+
+Usage: ``python -m vidtoon.trainer.evaluate --photos DIR --cartoons DIR --holdout 0.2 --model m.pt [--model ...]
+[--reference MODEL]``
 """
 from __future__ import annotations
 
@@ -89,21 +94,61 @@ class Judge:
         return np.stack(out).astype(np.float64)
 
 
+def _kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's cubic polynomial kernel between two feature sets (rows)."""
+    return (x @ y.T / x.shape[1] + 1) ** 3
+
+
 def kid(a: np.ndarray, b: np.ndarray, subset: int = 50, n_subsets: int = 100, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance between feature sets ``a`` and ``b``: (mean, std) over random subsets."""
     rng = np.random.default_rng(seed)
-    d = a.shape[1]
     m = min(subset, len(a), len(b))
     vals = []
     for _ in range(n_subsets):
         x = a[rng.choice(len(a), m, replace=False)]
         y = b[rng.choice(len(b), m, replace=False)]
-        kxx = (x @ x.T / d + 1) ** 3
-        kyy = (y @ y.T / d + 1) ** 3
-        kxy = (x @ y.T / d + 1) ** 3
+        kxx, kyy, kxy = _kernel(x, x), _kernel(y, y), _kernel(x, y)
         mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
         vals.append(mmd)
     return float(np.mean(vals)), float(np.std(vals))
+
+
+def kid_difference(a: np.ndarray, b: np.ndarray, cartoons: np.ndarray, n_boot: int = 1000, level: float = 0.9,
+                   seed: int = 0) -> dict[str, float]:
+    """KID(a) - KID(b) to the cartoons' features, x1e3, with a paired bootstrap interval.
+
+    ``a`` and ``b`` are the features of two stylizations of the same photos (row i of each from photo i), so
+    the comparison is paired: each resample draws photos (both stylizations of a photo together) and cartoons
+    with replacement, and a pair of one item with itself is left out of the within-set kernel means, as the
+    unbiased estimate does. The cartoons' own term is the same for both and cancels. The difference is that of
+    full-set unbiased MMD^2 (``kid`` averages subsets of 50 of the same estimate). Returns ``diff_x1e3``, the
+    ``level`` interval's ``low_x1e3`` and ``high_x1e3``, and ``share_worse``: the share of resamples where
+    ``a`` is further from the cartoons than ``b``.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"paired feature sets must have one shape, got {a.shape} and {b.shape}")
+    kaa, kbb = _kernel(a, a), _kernel(b, b)
+    kac, kbc = _kernel(a, cartoons), _kernel(b, cartoons)
+
+    def diff(pi: np.ndarray, ci: np.ndarray) -> float:
+        other = pi[:, None] != pi[None]  # (an item paired with itself, also when drawn twice)
+        within = kaa[np.ix_(pi, pi)][other].mean() - kbb[np.ix_(pi, pi)][other].mean()
+        return float(within - 2 * (kac[np.ix_(pi, ci)].mean() - kbc[np.ix_(pi, ci)].mean()))
+
+    n, m = len(a), len(cartoons)
+    if n < 2:
+        raise ValueError("a KID difference needs at least two photos")
+    rng = np.random.default_rng(seed)
+
+    def draw() -> np.ndarray:  # photos with replacement, at least two distinct (else no pair to compare)
+        while len(np.unique(pi := rng.integers(0, n, n))) < 2:
+            pass
+        return pi
+
+    boots = np.array([diff(draw(), rng.integers(0, m, m)) for _ in range(n_boot)])
+    low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff_x1e3": 1e3 * diff(np.arange(n), np.arange(m)), "low_x1e3": 1e3 * float(low),
+            "high_x1e3": 1e3 * float(high), "share_worse": float(np.mean(boots > 0))}
 
 
 def ssim_luma(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,30 +173,41 @@ def model_method(path: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def evaluate(photos: list[np.ndarray], cartoons: list[np.ndarray],
-             methods: dict[str, Callable[[np.ndarray], np.ndarray]], second: bool = False) -> list[dict]:
+             methods: dict[str, Callable[[np.ndarray], np.ndarray]], second: bool = False,
+             reference: str | None = None) -> list[dict]:
     """One row per method: KID to the cartoons (x1e3), feature cosine and luma SSIM to the photos; with
-    ``second`` also KID in the second judge's feature space (``kid2_x1e3``, ``kid2_std_x1e3``)."""
-    judge = Judge()
-    cartoon_f = judge.features(cartoons)
-    photo_f = judge.features(photos)
-    other = Judge(SECOND_JUDGE) if second else None
-    other_cartoons = other.features(cartoons) if other else None
-    rows = []
+    ``second`` also KID in the second judge's feature space (``kid2_x1e3``, ``kid2_std_x1e3``). With
+    ``reference`` (one of ``methods``), each row also gets its KID difference to the reference's, paired over
+    the photos (:func:`kid_difference`): ``vs_reference`` (and ``vs_reference2`` in the second space)."""
+    if reference is not None and reference not in methods:
+        raise ValueError(f"the reference {reference!r} is not one of the methods")
+    judges = [Judge()] + ([Judge(SECOND_JUDGE)] if second else [])
+    cartoon_f = [j.features(cartoons) for j in judges]
+    photo_f = judges[0].features(photos)
+    rows, feats = [], []
     for name, fn in methods.items():
         styled = [fn(p) for p in photos]
-        row = {"method": name, **score_styled(judge, photos, styled, photo_f, cartoon_f)}
-        if other is not None:
-            k, ks = kid(other.features(styled), other_cartoons)
+        f = [j.features(styled) for j in judges]
+        row = {"method": name, **score_styled(judges[0], photos, styled, photo_f, cartoon_f[0], styled_f=f[0])}
+        if second:
+            k, ks = kid(f[1], cartoon_f[1])
             row.update({"kid2_x1e3": 1e3 * k, "kid2_std_x1e3": 1e3 * ks})
         rows.append(row)
+        feats.append(f)
+    if reference is not None:
+        ref = feats[list(methods).index(reference)]
+        for row, f in zip(rows, feats):
+            for i, key in enumerate(("vs_reference", "vs_reference2")[: len(judges)]):
+                row[key] = kid_difference(f[i], ref[i], cartoon_f[i])
     return rows
 
 
 def score_styled(judge: Judge, photos: list[np.ndarray], styled: list[np.ndarray], photo_f: np.ndarray,
-                 cartoon_f: np.ndarray) -> dict[str, float]:
+                 cartoon_f: np.ndarray, styled_f: np.ndarray | None = None) -> dict[str, float]:
     """KID (x1e3, and its spread over subsets) of ``styled`` to the cartoons' features ``cartoon_f``, and the
-    feature cosine and luma SSIM of each stylized image to its photo (``photo_f``: the photos' features)."""
-    f = judge.features(styled)
+    feature cosine and luma SSIM of each stylized image to its photo (``photo_f``: the photos' features;
+    ``styled_f``: the stylized images' features, when already computed)."""
+    f = judge.features(styled) if styled_f is None else styled_f
     k, ks = kid(f, cartoon_f)
     cos = float(np.mean(np.sum(f * photo_f, 1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(photo_f, axis=1))))
     ss = float(np.mean([ssim_luma(p, s) for p, s in zip(photos, styled)]))
@@ -168,6 +224,27 @@ def markdown(rows: list[dict]) -> str:
         kid2 = f" {r['kid2_x1e3']:.2f} ± {r['kid2_std_x1e3']:.2f} |" if second else ""
         lines.append(f"| {r['method']} | {r['kid_x1e3']:.2f} ± {r['kid_std_x1e3']:.2f} |{kid2}"
                      f" {r['feature_cosine']:.3f} | {r['ssim_luma']:.3f} |")
+    return "\n".join(lines)
+
+
+def difference_markdown(rows: list[dict], reference: str) -> str:
+    """The rows' KID differences to ``reference`` (rows from ``evaluate(..., reference=...)``) as a Markdown
+    table: the difference, its 90% paired-bootstrap interval, and a verdict that names only what the interval
+    shows (further or closer when the interval excludes 0, else within noise)."""
+    keys = [k for k in ("vs_reference", "vs_reference2") if rows and k in rows[0]]
+    spaces = {"vs_reference": "first judge", "vs_reference2": f"second judge ({SECOND_JUDGE})"}
+    lines = [(f"KID minus {reference}'s (x1e3; 90% interval of a paired bootstrap over photos and cartoons, "
+              "1000 resamples):"), "",
+             "| method |" + "".join(f" {spaces[k]} |" for k in keys), "|---" * (1 + len(keys)) + "|"]
+    for r in rows:
+        if r["method"] == reference:
+            continue
+        cells = []
+        for k in keys:
+            d = r[k]
+            verdict = ("further" if d["low_x1e3"] > 0 else "closer" if d["high_x1e3"] < 0 else "within noise")
+            cells.append(f" {d['diff_x1e3']:+.2f} [{d['low_x1e3']:+.2f}, {d['high_x1e3']:+.2f}]: {verdict} |")
+        lines.append(f"| {r['method']} |" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -194,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", action="append", default=[], help="model name or checkpoint (repeatable)")
     ap.add_argument("--grid", help="also write a PNG grid (held-out photo | each method) here")
     ap.add_argument("--grid-images", type=int, default=6, help="photos in the grid")
+    ap.add_argument("--reference", metavar="MODEL",
+                    help="also print each method's KID difference to this model's, with a paired-bootstrap "
+                         "interval (a model name or checkpoint; added as a row if it is not a --model)")
     ap.add_argument("--no-second-judge", action="store_true",
                     help=f"KID in the first judge's features only (not also {SECOND_JUDGE}'s)")
     args = ap.parse_args(argv)
@@ -207,15 +287,21 @@ def main(argv: list[str] | None = None) -> None:
         "mean shift + outlines (the first model's surface target)": surface_target,
         "toon target (the teacher of --target toon)": lambda x: toon_target(flatten(x)),
     }
-    for m in args.model:
+    models = args.model + ([args.reference] if args.reference and args.reference not in args.model else [])
+    for m in models:
         methods[f"model {Path(m).name}"] = model_method(m)
+    reference = f"model {Path(args.reference).name}" if args.reference else None
     print(f"held-out: {len(photos)} photos, {len(cartoons)} cartoons{' of kinds ' + ','.join(kinds) if kinds else ''}")
     photos = [p for p in photos if p is not None]
     try:
-        rows = evaluate(photos, [c for c in cartoons if c is not None], methods, second=not args.no_second_judge)
+        rows = evaluate(photos, [c for c in cartoons if c is not None], methods, second=not args.no_second_judge,
+                        reference=reference)
     except ImportError as e:  # a judge's weights are not installed: say which pip line brings them
         raise SystemExit(f"Error: {e}") from None
     print(markdown(rows))
+    if reference:
+        print()
+        print(difference_markdown(rows, reference))
     if args.grid:
         step = max(1, len(photos) // args.grid_images)
         write_grid(args.grid, photos[::step][: args.grid_images], methods)
