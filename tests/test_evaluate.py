@@ -121,3 +121,21 @@ def test_cli_reference_adds_the_model_and_the_table(tmp_path, monkeypatch: pytes
     assert loaded == ["mine.pt", "toon-canny"]
     assert "| model toon-canny |" in out and "KID minus model toon-canny's" in out
     assert "| model mine.pt | +0.00 [+0.00, +0.00]: within noise |" in out
+
+
+def test_cli_bad_input_is_one_error_line(tmp_path, capsys) -> None:
+    """A missing folder or a file that is not a model: exit with one ``Error:`` line, no traceback."""
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    not_a_model = tmp_path / "notes.pt"
+    not_a_model.write_text("not a model")
+    for argv in (["--photos", str(tmp_path / "missing"), "--cartoons", str(tmp_path / "photos")],
+                 ["--photos", str(tmp_path / "photos"), "--cartoons", str(tmp_path / "photos"), "--holdout", "1.0",
+                  "--reference", str(not_a_model)]):
+        with pytest.raises(SystemExit) as exc:
+            evaluate_module.main(argv)
+        message = str(exc.value.code)
+        assert message.startswith("Error: ") and "\n" not in message and "Traceback" not in message
+    with pytest.raises(Exception, match="not a vidtoon model"):
+        evaluate_module.main(["--photos", str(tmp_path / "photos"), "--cartoons", str(tmp_path / "photos"),
+                              "--holdout", "1.0", "--model", str(not_a_model), "--debug"])

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from vidtoon.errors import VidtoonError
 from vidtoon.trainer.data import list_images, read_rgb
 from vidtoon.trainer.edges import flatten, surface_target, toon_target
 
@@ -276,7 +277,18 @@ def main(argv: list[str] | None = None) -> None:
                          "interval (a model name or checkpoint; added as a row if it is not a --model)")
     ap.add_argument("--no-second-judge", action="store_true",
                     help=f"KID in the first judge's features only (not also {SECOND_JUDGE}'s)")
+    ap.add_argument("--debug", action="store_true", help="a traceback instead of the one-line error")
     args = ap.parse_args(argv)
+    try:
+        _run(args)
+    except (VidtoonError, ImportError) as e:  # a folder, a model or a judge's weights: one plain line
+        if args.debug:
+            raise
+        raise SystemExit(f"Error: {e}") from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    """:func:`main`'s work, on its parsed arguments."""
     kinds = tuple(k for k in args.cartoon_kinds.split(",") if k)
     photos = [read_rgb(p) for p in list_images(args.photos, holdout=args.holdout, held_out=True)]
     cartoons = [read_rgb(p) for p in list_images(args.cartoons, kinds=kinds, holdout=args.holdout, held_out=True)]
@@ -293,11 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     reference = f"model {Path(args.reference).name}" if args.reference else None
     print(f"held-out: {len(photos)} photos, {len(cartoons)} cartoons{' of kinds ' + ','.join(kinds) if kinds else ''}")
     photos = [p for p in photos if p is not None]
-    try:
-        rows = evaluate(photos, [c for c in cartoons if c is not None], methods, second=not args.no_second_judge,
-                        reference=reference)
-    except ImportError as e:  # a judge's weights are not installed: say which pip line brings them
-        raise SystemExit(f"Error: {e}") from None
+    # (a judge's weights not installed raise ImportError, which names the pip line that brings them)
+    rows = evaluate(photos, [c for c in cartoons if c is not None], methods, second=not args.no_second_judge,
+                    reference=reference)
     print(markdown(rows))
     if reference:
         print()
