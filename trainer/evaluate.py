@@ -114,8 +114,12 @@ def kid(a: np.ndarray, b: np.ndarray, subset: int = 50, n_subsets: int = 100, se
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def kid_difference(a: np.ndarray, b: np.ndarray, cartoons: np.ndarray, n_boot: int = 1000, level: float = 0.9,
-                   seed: int = 0) -> dict[str, float]:
+#: the paired bootstrap of :func:`kid_difference`: resamples and the interval's level (the table says them)
+BOOT_RESAMPLES, BOOT_LEVEL = 1000, 0.9
+
+
+def kid_difference(a: np.ndarray, b: np.ndarray, cartoons: np.ndarray, n_boot: int = BOOT_RESAMPLES,
+                   level: float = BOOT_LEVEL, seed: int = 0) -> dict[str, float]:
     """KID(a) - KID(b) to the cartoons' features, x1e3, with a paired bootstrap interval.
 
     ``a`` and ``b`` are the features of two stylizations of the same photos (row i of each from photo i), so
@@ -230,12 +234,12 @@ def markdown(rows: list[dict]) -> str:
 
 def difference_markdown(rows: list[dict], reference: str) -> str:
     """The rows' KID differences to ``reference`` (rows from ``evaluate(..., reference=...)``) as a Markdown
-    table: the difference, its 90% paired-bootstrap interval, and a verdict that names only what the interval
+    table: the difference, its paired-bootstrap interval, and a verdict that names only what the interval
     shows (further or closer when the interval excludes 0, else within noise)."""
     keys = [k for k in ("vs_reference", "vs_reference2") if rows and k in rows[0]]
     spaces = {"vs_reference": "first judge", "vs_reference2": f"second judge ({SECOND_JUDGE})"}
-    lines = [(f"KID minus {reference}'s (x1e3; 90% interval of a paired bootstrap over photos and cartoons, "
-              "1000 resamples):"), "",
+    lines = [(f"KID minus {reference}'s (x1e3; {BOOT_LEVEL:.0%} interval of a paired bootstrap over photos and "
+              f"cartoons, {BOOT_RESAMPLES} resamples):"), "",
              "| method |" + "".join(f" {spaces[k]} |" for k in keys), "|---" * (1 + len(keys)) + "|"]
     for r in rows:
         if r["method"] == reference:
